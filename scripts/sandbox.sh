@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# A local 3-node carbide dataservice on loopback, in ./sandbox/.
+#
+#   scripts/sandbox.sh [up]    install what is missing, build, start it
+#   scripts/sandbox.sh status  show what runs
+#   scripts/sandbox.sh down    stop everything it started and remove ./sandbox/
+#
+# Everything lives under ./sandbox/: the config (carbide.toml), one
+# directory per MariaDB instance (data, socket, pid, error log) and the THL.
+# Processes are stopped by the pids recorded there, never by name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SB="$ROOT/sandbox"
+NODES=(db1 db2 db3)
+# shellcheck source=lib/deps.sh
+. scripts/lib/deps.sh
+
+log() { printf 'sandbox: %s\n' "$*" >&2; }
+die() { printf 'sandbox: error: %s\n' "$*" >&2; exit 1; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# next_free_port START: the first port >= START nothing listens on and that
+# this run has not handed out yet.
+TAKEN=" "
+next_free_port() {
+  local p=$1
+  while port_in_use "$p" || [[ $TAKEN == *" $p "* ]]; do p=$((p + 1)); done
+  TAKEN+="$p "
+  echo "$p"
+}
+
+pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+user_flag() { [ "$(id -u)" -eq 0 ] && echo "--user=root" || true; }
+
+# --- MariaDB -----------------------------------------------------------------
+
+start_db() { # name port server_id read_only
+  local name=$1 port=$2 id=$3 ro=$4 d="$SB/$1"
+  mkdir -p "$d/tmp"
+  if [ ! -d "$d/data/mysql" ]; then
+    mariadb-install-db --no-defaults --datadir="$d/data" --tmpdir="$d/tmp" \
+      --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+      $(user_flag) >"$d/install.log" 2>&1 || { cat "$d/install.log" >&2; die "mariadb-install-db failed for $name"; }
+  fi
+  nohup mariadbd --no-defaults --datadir="$d/data" --tmpdir="$d/tmp" \
+    --socket="$d/mysqld.sock" --pid-file="$d/mysqld.pid" --log-error="$d/error.log" \
+    --port="$port" --bind-address=127.0.0.1 --server-id="$id" $(user_flag) \
+    --log-bin=mariadb-bin --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL \
+    --read-only="$ro" --skip-name-resolve --performance-schema=OFF \
+    --innodb-buffer-pool-size=128M --local-infile=1 \
+    </dev/null >/dev/null 2>&1 &
+  echo $! >"$d/mariadbd.pid"
+  local i
+  for i in $(seq 1 200); do
+    if mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot -e 'SELECT 1' >/dev/null 2>&1; then return 0; fi
+    pid_alive "$(cat "$d/mariadbd.pid")" || break
+    sleep 0.1
+  done
+  tail -20 "$d/error.log" >&2 || true
+  die "MariaDB $name did not start on port $port"
+}
+
+sql() { # port statements
+  mariadb --no-defaults -h127.0.0.1 -P"$1" -uroot -e "$2"
+}
+
+# --- config ------------------------------------------------------------------
+
+write_config() {
+  local f="$SB/carbide.toml" i n
+  {
+    echo "# carbide sandbox dataservice, written by scripts/sandbox.sh"
+    echo "[service]"
+    echo "name = \"sandbox\""
+    echo "policy = \"automatic\""
+    echo
+    echo "[credentials]"
+    echo "user = \"tungsten\""
+    echo "password = \"secret\""
+    echo
+    echo "[connector]"
+    echo "rw-listen = \"127.0.0.1:$RW_PORT\""
+    echo "ro-listen = \"127.0.0.1:$RO_PORT\""
+    echo
+    echo "[replicator]"
+    echo "thl-root = \"thl\""
+    echo
+    echo "[validate]"
+    echo "min-thl-free-mb = 100"
+    for i in "${!NODES[@]}"; do
+      n=${NODES[$i]}
+      echo
+      echo "[[member]]"
+      echo "name = \"$n\""
+      echo "mysql = \"127.0.0.1:${DB_PORT[$i]}\""
+      echo "replicator = \"127.0.0.1:${REPL_PORT[$i]}\""
+      echo "thl = \"127.0.0.1:${THL_PORT[$i]}\""
+      echo "manager = \"127.0.0.1:${MGR_PORT[$i]}\""
+      if [ "$i" -eq 0 ]; then echo "role = \"master\""; else echo "role = \"slave\""; fi
+    done
+  } >"$f"
+}
+
+# --- commands ----------------------------------------------------------------
+
+up() {
+  [ -f "$SB/carbide.toml" ] && die "a sandbox already exists in $SB (scripts/sandbox.sh down first)"
+  ensure_packages "${CARBIDE_PACKAGES[@]}" || die "missing packages"
+  log "building carbide (release)"
+  cargo build --release --quiet
+  mkdir -p "$SB"
+  DB_PORT=() REPL_PORT=() THL_PORT=() MGR_PORT=()
+  RW_PORT=$(next_free_port 9306)
+  RO_PORT=$(next_free_port 9307)
+  for i in "${!NODES[@]}"; do
+    DB_PORT+=("$(next_free_port $((13306 + i)))")
+    REPL_PORT+=("$(next_free_port $((10000 + i)))")
+    THL_PORT+=("$(next_free_port $((2112 + i)))")
+    MGR_PORT+=("$(next_free_port $((11999 + i)))")
+  done
+  write_config
+  for i in "${!NODES[@]}"; do
+    local ro=ON
+    [ "$i" -eq 0 ] && ro=OFF
+    log "starting MariaDB ${NODES[$i]} on 127.0.0.1:${DB_PORT[$i]} (read_only=$ro)"
+    start_db "${NODES[$i]}" "${DB_PORT[$i]}" $((i + 1)) "$ro"
+    sql "${DB_PORT[$i]}" "CREATE USER IF NOT EXISTS 'tungsten'@'127.0.0.1' IDENTIFIED BY 'secret';
+      GRANT ALL PRIVILEGES ON *.* TO 'tungsten'@'127.0.0.1' WITH GRANT OPTION;
+      CREATE USER IF NOT EXISTS 'app'@'127.0.0.1' IDENTIFIED BY 'app';
+      GRANT ALL PRIVILEGES ON *.* TO 'app'@'127.0.0.1';"
+  done
+  log "carbide validate --config sandbox/carbide.toml"
+  target/release/carbide validate --config "$SB/carbide.toml" || die "validation failed (see above)"
+  cat <<MSG
+
+carbide sandbox is up (config: sandbox/carbide.toml, service 'sandbox').
+
+  MariaDB db1 (master, writable):  mariadb -h127.0.0.1 -P${DB_PORT[0]} -uapp -papp
+  MariaDB db2 (slave, read_only):  mariadb -h127.0.0.1 -P${DB_PORT[1]} -uapp -papp
+  MariaDB db3 (slave, read_only):  mariadb -h127.0.0.1 -P${DB_PORT[2]} -uapp -papp
+  root on each: mariadb -h127.0.0.1 -P<port> -uroot
+
+  Re-check the setup:  target/release/carbide validate --config sandbox/carbide.toml
+  Status:              scripts/sandbox.sh status
+  Stop and clean:      scripts/sandbox.sh down
+MSG
+}
+
+status() {
+  [ -d "$SB" ] || { echo "no sandbox (scripts/sandbox.sh up starts one)"; return 0; }
+  local n pid
+  for n in "${NODES[@]}"; do
+    pid=$(cat "$SB/$n/mariadbd.pid" 2>/dev/null || true)
+    if pid_alive "$pid"; then echo "$n  MariaDB running (pid $pid)"; else echo "$n  MariaDB stopped"; fi
+  done
+}
+
+stop_pidfile() { # file
+  local pid i
+  pid=$(cat "$1" 2>/dev/null || true)
+  pid_alive "$pid" || return 0
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 1 300); do pid_alive "$pid" || return 0; sleep 0.1; done
+  log "pid $pid did not stop in 30 s; killing it"
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+down() {
+  [ -d "$SB" ] || { log "no sandbox to stop"; return 0; }
+  local f
+  # every process the sandbox started recorded its pid in sandbox/**/*.pid
+  # (mariadbd.pid is ours; mysqld.pid is the server's own copy).
+  while IFS= read -r f; do
+    log "stopping pid $(cat "$f") ($f)"
+    stop_pidfile "$f"
+  done < <(find "$SB" -name '*.pid' ! -name mysqld.pid)
+  rm -rf "$SB"
+  log "sandbox stopped and removed"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (expected up, status or down)" ;;
+esac

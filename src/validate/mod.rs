@@ -1,0 +1,168 @@
+//! `carbide validate`: pre-flight checks of a dataservice against the real
+//! servers and this host (what Tungsten's `tpm validate` does).
+//!
+//! Facts enter from each member's MariaDB (over mysql_async with the
+//! configured credentials), from binding the listen ports of the members on
+//! this host, and from the THL directories; [`checks::evaluate`] turns them
+//! into one OK/WARN/ERROR line per check, printed to stdout.
+
+pub mod checks;
+
+use carbide_config::{Config, HostPort, Member};
+use checks::{Check, Facts, ServerFacts};
+use mysql_async::prelude::Queryable;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Gathers the facts and evaluates them. `members` names the members that
+/// run on this host (their ports and THL directories are checked); empty
+/// means every member whose addresses are on loopback.
+pub async fn run(config: &Config, members: &[String]) -> Vec<Check> {
+    let timeout = Duration::from_millis(config.timeouts.connect_ms);
+    let shared = std::sync::Arc::new(config.clone());
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, m) in config.members.iter().enumerate() {
+        let (config, m) = (shared.clone(), m.clone());
+        probes.spawn(async move {
+            let r = match tokio::time::timeout(timeout, server_facts(&config, &m)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "no answer from {} within {} ms",
+                    m.mysql,
+                    timeout.as_millis()
+                )),
+            };
+            (i, m.name, r)
+        });
+    }
+    let mut servers: Vec<(usize, String, Result<ServerFacts, String>)> = Vec::new();
+    while let Some(done) = probes.join_next().await {
+        if let Ok(v) = done {
+            servers.push(v);
+        }
+    }
+    servers.sort_by_key(|(i, _, _)| *i);
+    let servers = servers.into_iter().map(|(_, n, r)| (n, r)).collect();
+
+    let local: Vec<&Member> = config
+        .members
+        .iter()
+        .filter(|m| {
+            if members.is_empty() {
+                m.replicator.is_local() && m.thl.is_local() && m.manager.is_local()
+            } else {
+                members.contains(&m.name)
+            }
+        })
+        .collect();
+    let mut ports = Vec::new();
+    let c = &config.connector;
+    ports.push(("connector.rw-listen".to_string(), c.rw_listen.clone()));
+    if c.enable_ro {
+        ports.push(("connector.ro-listen".to_string(), c.ro_listen.clone()));
+    }
+    for m in &local {
+        ports.push((
+            format!("member {}: replicator", m.name),
+            m.replicator.clone(),
+        ));
+        ports.push((format!("member {}: thl", m.name), m.thl.clone()));
+        ports.push((format!("member {}: manager", m.name), m.manager.clone()));
+    }
+    let ports = ports
+        .into_iter()
+        .map(|(k, a)| {
+            let r = port_free(&a);
+            (k, a, r)
+        })
+        .collect();
+    let mut thl_dirs = Vec::new();
+    for m in &local {
+        if let Ok(dir) = config.thl_dir(Some(&m.name)) {
+            let r = thl_dir_free_mb(&dir);
+            thl_dirs.push((m.name.clone(), dir, r));
+        }
+    }
+    checks::evaluate(
+        config,
+        &Facts {
+            servers,
+            ports,
+            thl_dirs,
+        },
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Connects to a member's MariaDB with the configured credentials and reads
+/// what the checks need.
+async fn server_facts(config: &Config, m: &Member) -> Result<ServerFacts, String> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(m.mysql.host.clone())
+        .tcp_port(m.mysql.port)
+        .user(Some(config.credentials.user.clone()))
+        .pass(Some(config.credentials.password.clone()))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await.map_err(|e| {
+        format!(
+            "cannot connect to {} as '{}': {e}",
+            m.mysql, config.credentials.user
+        )
+    })?;
+    let q = "SELECT @@version, @@log_bin, @@binlog_format, @@binlog_row_image, \
+             @@binlog_row_metadata, @@server_id";
+    let row: Option<(String, u8, String, String, String, u32)> =
+        conn.query_first(q).await.map_err(|e| format!("{q}: {e}"))?;
+    let (version, log_bin, binlog_format, binlog_row_image, binlog_row_metadata, server_id) =
+        row.ok_or_else(|| format!("{q}: no row"))?;
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(|e| format!("SHOW GRANTS: {e}"))?;
+    let before = now_ms();
+    let server_ms: Option<i64> = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
+        .await
+        .map_err(|e| format!("reading the server clock: {e}"))?;
+    let after = now_ms();
+    let _ = conn.disconnect().await;
+    Ok(ServerFacts {
+        version,
+        log_bin: log_bin == 1,
+        binlog_format,
+        binlog_row_image,
+        binlog_row_metadata,
+        server_id,
+        global_privileges: checks::global_privileges(&grants),
+        clock_offset_ms: server_ms.unwrap_or(0) - (before + after) / 2,
+    })
+}
+
+fn port_free(addr: &HostPort) -> Result<(), String> {
+    let host = if addr.host.contains(':') {
+        format!("[{}]", addr.host)
+    } else {
+        addr.host.clone()
+    };
+    match std::net::TcpListener::bind(format!("{host}:{}", addr.port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err("already in use".into()),
+        Err(e) => Err(format!("cannot listen: {e}")),
+    }
+}
+
+/// Creates the directory if needed, proves it writable, returns free MiB.
+fn thl_dir_free_mb(dir: &Path) -> Result<u64, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create: {e}"))?;
+    let probe = dir.join(".carbide-validate");
+    std::fs::write(&probe, b"probe").map_err(|e| format!("not writable: {e}"))?;
+    let _ = std::fs::remove_file(&probe);
+    let st = rustix::fs::statvfs(dir).map_err(|e| format!("cannot stat: {e}"))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize) / (1024 * 1024))
+}
