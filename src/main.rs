@@ -1,10 +1,13 @@
-//! The `carbide` command: today `carbide validate`; the connector and
-//! manager daemon join it as they are built.
+//! The `carbide` command: `serve` (the connector daemon; the manager joins
+//! it as it is built), `validate` (pre-flight checks) and `tls-certs`
+//! (self-signed certificates for a sandbox or a test).
 //!
 //! Arguments enter through clap; a config that cannot be read or is invalid
 //! ends the process with status 64 and a message naming the key, file and
 //! line. Check results go to stdout, diagnostics to stderr.
 
+mod certs;
+mod serve;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +24,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the connector for a dataservice: the read-write and read-only
+    /// MySQL listeners, and the admin API (/metrics, /status,
+    /// POST /router/online|offline|onhold) on the member's manager address.
+    /// The routing table comes from the config (the `master` member is the
+    /// primary) and is re-read on SIGHUP. SIGTERM stops accepting and lets
+    /// open sessions finish their transaction (up to timeouts.disconnect-ms).
+    Serve {
+        /// The dataservice config file.
+        #[arg(
+            long,
+            short = 'c',
+            env = "CARBIDE_CONFIG",
+            default_value = "/etc/carbide/carbide.toml"
+        )]
+        config: PathBuf,
+        /// The member this process runs on; its `manager` address serves the
+        /// admin API.
+        #[arg(long, short = 'm')]
+        member: Option<String>,
+        /// Admin API address (host:port), overriding the member's.
+        #[arg(long)]
+        admin: Option<carbide_config::HostPort>,
+    },
+    /// Write a self-signed CA and a server certificate signed by it (PEM):
+    /// ca.pem, ca.key, server.pem, server.key in DIR. For sandboxes and
+    /// tests; use your own PKI in production.
+    TlsCerts {
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Names and addresses the server certificate is valid for
+        /// (repeatable). Default: localhost and 127.0.0.1.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
     /// Check a dataservice before starting carbide on it: every member's
     /// MariaDB reachable with the configured credentials, binary log on in
     /// ROW format with FULL row images, unique server_id, the privileges the
@@ -51,6 +89,59 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config, members } => validate_cmd(&config, &members),
+        Command::Serve {
+            config,
+            member,
+            admin,
+        } => serve_cmd(config, member, admin),
+        Command::TlsCerts { out, hosts } => match certs::write(&out, &hosts) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("carbide tls-certs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve_cmd(
+    config: PathBuf,
+    member: Option<String>,
+    admin: Option<carbide_config::HostPort>,
+) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CARBIDE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carbide serve: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve::run(config, member, admin)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(serve::ServeError::Config(e)) => {
+            eprintln!("carbide serve: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("carbide serve: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

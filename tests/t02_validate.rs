@@ -65,13 +65,29 @@ async fn well_configured_servers_pass() {
     std::fs::write(&cfg, config_text(dir.path(), &[dbs[0].port, dbs[1].port])).unwrap();
     let (out, text) = validate(&cfg);
     assert!(out.status.success(), "{text}");
-    assert!(!text.contains("ERROR ") && !text.contains("WARN "), "{text}");
-    for check in ["connect", "log_bin", "binlog_format", "binlog_row_image", "grants", "thl_dir"] {
+    assert!(
+        !text.contains("ERROR ") && !text.contains("WARN "),
+        "{text}"
+    );
+    for check in [
+        "connect",
+        "log_bin",
+        "binlog_format",
+        "binlog_row_image",
+        "grants",
+        "thl_dir",
+    ] {
         assert!(line(&text, "db1", check).starts_with("OK"), "{text}");
     }
     assert!(line(&text, "all", "clock_skew").starts_with("OK"));
-    assert!(text.lines().last().unwrap().ends_with("0 WARN, 0 ERROR"), "{text}");
-    assert!(dir.path().join("thl/db1/alpha").is_dir(), "validate creates the THL dir");
+    assert!(
+        text.lines().last().unwrap().ends_with("0 WARN, 0 ERROR"),
+        "{text}"
+    );
+    assert!(
+        dir.path().join("thl/db1/alpha").is_dir(),
+        "validate creates the THL dir"
+    );
 }
 
 #[tokio::test]
@@ -126,7 +142,10 @@ async fn each_misconfiguration_is_reported_with_its_fix() {
     ];
     for (subject, check, prefix) in expect {
         let l = line(&text, subject, check);
-        assert!(l.starts_with(prefix), "got:  {l}\nwant: {prefix}...\n{text}");
+        assert!(
+            l.starts_with(prefix),
+            "got:  {l}\nwant: {prefix}...\n{text}"
+        );
     }
     assert!(line(&text, "db3", "binlog_format").starts_with("OK"));
     assert!(line(&text, "db1", "grants").starts_with("OK"));
@@ -148,7 +167,10 @@ async fn a_bad_config_exits_64_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     let line_no = text.lines().position(|l| l.contains("boss")).unwrap() + 1;
     assert!(
-        err.starts_with(&format!("carbide validate: {}:{line_no}: unknown role 'boss'", cfg.display())),
+        err.starts_with(&format!(
+            "carbide validate: {}:{line_no}: unknown role 'boss'",
+            cfg.display()
+        )),
         "{err}"
     );
 }

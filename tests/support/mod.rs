@@ -10,6 +10,8 @@
 //! root) and leaves through `query()` and `checksum_all_tables()`.
 #![allow(dead_code)]
 
+pub mod carbide;
+
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder};
 use std::collections::BTreeMap;
@@ -79,7 +81,9 @@ impl MariaDbBuilder {
             .args(INNODB_ARGS)
             .output()
             .await
-            .expect("run mariadb-install-db (is mariadb-server installed? scripts/test.sh installs it)");
+            .expect(
+                "run mariadb-install-db (is mariadb-server installed? scripts/test.sh installs it)",
+            );
         assert!(
             out.status.success(),
             "mariadb-install-db failed: {}{}",

@@ -1,0 +1,21 @@
+//! carbide-proxy: the connector.
+//!
+//! Client connections enter through the listeners ([`listener`]), which ask
+//! the [`routing::Router`] where a session goes and whether the router lets
+//! it in; each [`session`] relays the greeting and authentication byte for
+//! byte, then pumps packets both ways, following the conversation with a
+//! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts.
+//! Counters leave through [`metrics`], served with `/status` and the router
+//! controls by [`admin`]. The only input from outside the proxy is the
+//! routing table and router state stored into the `Router`.
+
+pub mod admin;
+pub mod listener;
+pub mod metrics;
+pub mod packet;
+pub mod protocol;
+pub mod routing;
+pub mod session;
+pub mod stream;
+pub mod tls;
+pub mod tracker;

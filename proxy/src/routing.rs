@@ -1,0 +1,275 @@
+//! The routing table and the router: where sessions go, and whether they
+//! may go at all.
+//!
+//! A [`RoutingTable`] (primary, replicas with state and applied latency,
+//! `epoch`) is built outside the proxy (from the static config today, from
+//! the manager's committed cluster view later) and enters through
+//! [`Router::store`]. The router state (ONLINE / ONHOLD / OFFLINE) enters
+//! through [`Router::set_state`]. Sessions read both with cheap loads, and
+//! wait on [`Router::changes`] to learn that either moved.
+
+use arc_swap::ArcSwap;
+use carbide_config::{DatasourceState, HostPort, RouterState};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// One datasource sessions can be sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Datasource {
+    /// Member name (`db1`).
+    pub name: String,
+    /// Its MariaDB address.
+    pub addr: HostPort,
+    /// Its state; only ONLINE datasources get new sessions.
+    #[serde(serialize_with = "display")]
+    pub state: DatasourceState,
+    /// How far behind the primary its applied data is, in ms.
+    pub applied_latency_ms: u64,
+}
+
+fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Where sessions go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RoutingTable {
+    /// Increases with every change of topology.
+    pub epoch: u64,
+    /// The writable primary, when there is one.
+    pub primary: Option<Datasource>,
+    /// Read replicas.
+    pub replicas: Vec<Datasource>,
+}
+
+/// Which listener a session came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read-write: the primary.
+    ReadWrite,
+    /// Read-only: an ONLINE replica within the latency limit, else the primary.
+    ReadOnly,
+}
+
+impl Access {
+    /// `rw` or `ro`, as used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "rw",
+            Access::ReadOnly => "ro",
+        }
+    }
+}
+
+/// The proxy's view of where to send sessions and whether to let them in.
+pub struct Router {
+    table: ArcSwap<RoutingTable>,
+    state: watch::Sender<RouterState>,
+    /// Bumped on every table store, router state change and shutdown.
+    changes: watch::Sender<u64>,
+    sessions: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    max_latency_ms: u64,
+}
+
+/// Counts a session against its datasource while alive.
+#[derive(Debug)]
+pub struct SessionSlot {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Router {
+    /// A router with an empty table, in state ONLINE.
+    pub fn new(max_latency_ms: u64) -> Arc<Router> {
+        Arc::new(Router {
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+            state: watch::Sender::new(RouterState::Online),
+            changes: watch::Sender::new(0),
+            sessions: Mutex::new(HashMap::new()),
+            max_latency_ms,
+        })
+    }
+
+    /// Publishes a new table and wakes sessions so they re-check their
+    /// datasource.
+    pub fn store(&self, table: RoutingTable) {
+        self.table.store(Arc::new(table));
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// The current table.
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// The epoch of the current table.
+    pub fn epoch(&self) -> u64 {
+        self.table.load().epoch
+    }
+
+    /// Sets the router state and wakes waiting sessions.
+    pub fn set_state(&self, s: RouterState) {
+        self.state.send_replace(s);
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// The router state.
+    pub fn state(&self) -> RouterState {
+        *self.state.borrow()
+    }
+
+    /// Waits for router state changes.
+    pub fn state_watch(&self) -> watch::Receiver<RouterState> {
+        self.state.subscribe()
+    }
+
+    /// Wakes on any change (table, state, shutdown).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes every session (used at shutdown).
+    pub fn poke(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Open sessions per datasource name.
+    pub fn session_counts(&self) -> HashMap<String, usize> {
+        let m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn counter(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Chooses a datasource for a new session and counts the session on it.
+    pub fn pick(&self, access: Access) -> Option<(Datasource, SessionSlot)> {
+        let table = self.table.load();
+        let ds = match access {
+            Access::ReadWrite => table.primary.clone(),
+            Access::ReadOnly => {
+                let counts: Vec<usize> = table
+                    .replicas
+                    .iter()
+                    .map(|r| self.counter(&r.name).load(Ordering::Relaxed))
+                    .collect();
+                match choose_replica(&table.replicas, &counts, self.max_latency_ms) {
+                    Some(i) => Some(table.replicas[i].clone()),
+                    None => table.primary.clone(),
+                }
+            }
+        }?;
+        if ds.state != DatasourceState::Online {
+            return None;
+        }
+        let count = self.counter(&ds.name);
+        count.fetch_add(1, Ordering::Relaxed);
+        Some((ds, SessionSlot { count }))
+    }
+
+    /// Whether a session on `ds` through `access` may stay after a table
+    /// change: RW sessions only on the current primary; RO sessions while
+    /// their datasource is still ONLINE in the table.
+    pub fn still_valid(&self, access: Access, ds: &str) -> bool {
+        let t = self.table.load();
+        let online = |d: &Datasource| d.name == ds && d.state == DatasourceState::Online;
+        match access {
+            Access::ReadWrite => t.primary.as_ref().is_some_and(online),
+            Access::ReadOnly => {
+                t.replicas.iter().any(online) || t.primary.as_ref().is_some_and(online)
+            }
+        }
+    }
+}
+
+/// Index of the ONLINE replica within `max_latency_ms` with the fewest
+/// sessions (`counts[i]` for `replicas[i]`); ties go to the first.
+pub fn choose_replica(
+    replicas: &[Datasource],
+    counts: &[usize],
+    max_latency_ms: u64,
+) -> Option<usize> {
+    replicas
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.state == DatasourceState::Online && r.applied_latency_ms <= max_latency_ms
+        })
+        .min_by_key(|(i, _)| counts.get(*i).copied().unwrap_or(0))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(name: &str, state: DatasourceState, lat: u64) -> Datasource {
+        Datasource {
+            name: name.into(),
+            addr: HostPort::new("h", 1),
+            state,
+            applied_latency_ms: lat,
+        }
+    }
+
+    #[test]
+    fn replicas_by_least_sessions_within_latency() {
+        let r = vec![
+            ds("a", DatasourceState::Online, 0),
+            ds("b", DatasourceState::Online, 10),
+            ds("c", DatasourceState::Shunned("MANUALLY-SHUNNED".into()), 0),
+            ds("d", DatasourceState::Online, 99_000),
+        ];
+        assert_eq!(choose_replica(&r, &[3, 1, 0, 0], 1000), Some(1));
+        assert_eq!(choose_replica(&r, &[0, 0, 0, 0], 1000), Some(0));
+        assert_eq!(choose_replica(&r, &[5, 5, 0, 0], 1000), Some(0));
+        assert_eq!(choose_replica(&r[2..], &[0, 0], 1000), None);
+    }
+
+    #[test]
+    fn pick_falls_back_to_the_primary_and_counts_sessions() {
+        let router = Router::new(1000);
+        router.store(RoutingTable {
+            epoch: 1,
+            primary: Some(ds("p", DatasourceState::Online, 0)),
+            replicas: vec![ds("r", DatasourceState::Offline, 0)],
+        });
+        let (d, slot) = router.pick(Access::ReadOnly).unwrap();
+        assert_eq!(d.name, "p");
+        assert_eq!(router.session_counts()["p"], 1);
+        drop(slot);
+        assert_eq!(router.session_counts()["p"], 0);
+        assert!(router.still_valid(Access::ReadWrite, "p"));
+        assert!(!router.still_valid(Access::ReadOnly, "r"));
+        router.store(RoutingTable {
+            epoch: 2,
+            primary: None,
+            replicas: vec![],
+        });
+        assert!(router.pick(Access::ReadWrite).is_none());
+        assert!(!router.still_valid(Access::ReadWrite, "p"));
+    }
+
+    #[test]
+    fn changes_wake_watchers() {
+        let router = Router::new(1000);
+        let mut rx = router.changes();
+        let before = *rx.borrow_and_update();
+        router.set_state(RouterState::Offline);
+        assert!(rx.has_changed().unwrap());
+        assert_ne!(*rx.borrow_and_update(), before);
+        assert_eq!(router.state(), RouterState::Offline);
+    }
+}

@@ -1,0 +1,768 @@
+//! One client session, from accept to close.
+//!
+//! 1. **Gate**: the router state decides (OFFLINE: refused with a MySQL
+//!    error; ONHOLD: wait until ONLINE or `wait-if-unavailable`), then the
+//!    routing table picks a datasource (waiting the same way when none is
+//!    available).
+//! 2. **Handshake**: connect to the datasource, relay its greeting (with
+//!    compression, progress reports and metadata caching taken out of the
+//!    capabilities, and TLS offered when carbide has a certificate), accept
+//!    TLS when the client asks, then relay the authentication exchange
+//!    packet by packet (sequence ids shifted by one around carbide's own
+//!    TLS), so every auth plugin the server has works unchanged.
+//! 3. **Pump**: raw chunks are forwarded both ways unchanged; a
+//!    [`Framer`] per direction reports message starts to the [`Tracker`],
+//!    which says when the session is idle and whether a transaction is
+//!    open. When the router goes OFFLINE, the primary moves, or carbide
+//!    shuts down, the session closes at its next transaction boundary, or
+//!    after the disconnect timeout.
+//!
+//! Errors carbide itself sends are MySQL ERR packets with a message that
+//! says what happened.
+
+use crate::metrics::{ErrorKind, ListenerMetrics, Metrics};
+use crate::packet::{write_packet, Framer, Header, HEADER_LEN};
+use crate::protocol::{self, cap, mariadb_cap, Greeting, SSL_REQUEST_LEN};
+use crate::routing::{Access, Datasource, Router, SessionSlot};
+use crate::stream::Stream;
+use crate::tracker::Tracker;
+use carbide_config::RouterState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, warn, Instrument};
+
+/// Timeouts of a session.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// TCP connect plus greeting from a datasource.
+    pub connect_timeout: Duration,
+    /// The client's whole handshake and authentication.
+    pub handshake_timeout: Duration,
+    /// How long a session may run to its transaction boundary once it must close.
+    pub disconnect_timeout: Duration,
+    /// How long new work waits while ONHOLD or while no datasource is available.
+    pub wait_timeout: Duration,
+}
+
+/// What every session shares.
+pub struct Shared {
+    /// Where sessions go.
+    pub router: Arc<Router>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// TLS for clients, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS to datasources, when configured.
+    pub backend_tls: Option<tokio_rustls::TlsConnector>,
+    /// Timeouts.
+    pub settings: Settings,
+    /// Turns true when carbide shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Largest packet accepted during the handshake (connect attributes fit).
+const HANDSHAKE_LIMIT: usize = 1 << 20;
+/// Read buffer sizes of the pump.
+const CLIENT_BUF: usize = 4 * 1024;
+const SERVER_BUF: usize = 16 * 1024;
+
+/// MySQL error codes carbide sends.
+pub(crate) mod code {
+    pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    pub const HANDSHAKE_ERROR: u16 = 1043;
+    pub const SERVER_SHUTDOWN: u16 = 1053;
+    pub const CONNECT_FAILED: u16 = 2003;
+    pub const LOST_CONNECTION: u16 = 2013;
+}
+
+struct ActiveGuard<'a>(&'a ListenerMetrics);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.dec();
+    }
+}
+
+/// Sends one ERR packet and closes; for refusals before the greeting.
+pub async fn refuse(mut client: TcpStream, code: u16, sqlstate: &str, message: &str) {
+    let mut out = Vec::new();
+    write_packet(&mut out, 0, &protocol::err_payload(code, sqlstate, message));
+    let _ = timeout(Duration::from_secs(1), client.write_all(&out)).await;
+    let _ = client.shutdown().await;
+}
+
+/// Runs one session to its end.
+pub async fn serve(client: TcpStream, peer: SocketAddr, access: Access, shared: Arc<Shared>) {
+    let lm = shared.metrics.listener(access);
+    lm.accepted.inc();
+    lm.active.inc();
+    let _active = ActiveGuard(lm);
+    let span = tracing::info_span!("session", client = %peer, listener = access.as_str(), datasource = tracing::field::Empty);
+    run(client, access, &shared).instrument(span).await;
+}
+
+async fn run(client: TcpStream, access: Access, shared: &Shared) {
+    let m = &shared.metrics;
+    let lm = m.listener(access);
+    let _ = client.set_nodelay(true);
+    let (ds, _slot) = match admit(access, shared).await {
+        Ok(v) => v,
+        Err((kind, code, state, message)) => {
+            debug!(%message, "session refused");
+            m.error(kind);
+            lm.refused.inc();
+            refuse(client, code, state, &message).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("datasource", ds.name.as_str());
+    let started = Instant::now();
+    let backend = match timeout(
+        shared.settings.connect_timeout,
+        TcpStream::connect((ds.addr.host.as_str(), ds.addr.port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return backend_down(client, shared, access, &ds, &e.to_string()).await,
+        Err(_) => {
+            let why = format!(
+                "no answer within {} ms",
+                shared.settings.connect_timeout.as_millis()
+            );
+            return backend_down(client, shared, access, &ds, &why).await;
+        }
+    };
+    let _ = backend.set_nodelay(true);
+    let hs = timeout(
+        shared.settings.handshake_timeout,
+        handshake(client, backend, &ds, shared, started),
+    )
+    .await;
+    let (mut client, mut server, tracker, leftover) = match hs {
+        Ok(Ok(v)) => v,
+        Ok(Err(HandshakeEnd::Closed)) => return,
+        Ok(Err(HandshakeEnd::Failed(kind, why))) => {
+            m.error(kind);
+            warn!(error = %why, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            m.error(ErrorKind::ClientHandshakeTimeout);
+            debug!("client did not finish its handshake in time");
+            return;
+        }
+    };
+    debug!("authenticated");
+    let end = pump(
+        &mut client,
+        &mut server,
+        tracker,
+        leftover,
+        access,
+        &ds,
+        shared,
+    )
+    .await;
+    match end {
+        End::ClientQuit => debug!("client quit"),
+        End::ClientClosed { mid_command } => {
+            if mid_command {
+                m.error(ErrorKind::ClientVanished);
+                debug!("client vanished in the middle of a command");
+            }
+        }
+        End::ServerClosed => {
+            m.error(ErrorKind::BackendClosed);
+            warn!("datasource closed the connection");
+        }
+        End::Boundary(reason) => info!(reason, "session closed at a transaction boundary"),
+        End::Forced(reason) => {
+            m.error(ErrorKind::ForcedDisconnect);
+            warn!(
+                reason,
+                "session closed after the disconnect timeout, still in a transaction"
+            );
+        }
+        End::OnholdTimeout => {
+            m.error(ErrorKind::OnholdTimeout);
+            info!("new transaction waited too long while the connector was on hold");
+        }
+    }
+    let _ = timeout(Duration::from_millis(200), client.shutdown()).await;
+    let _ = timeout(Duration::from_millis(200), server.shutdown()).await;
+}
+
+type Refusal = (ErrorKind, u16, &'static str, String);
+
+/// Waits out ONHOLD and an empty table, then picks a datasource.
+async fn admit(access: Access, shared: &Shared) -> Result<(Datasource, SessionSlot), Refusal> {
+    let router = &shared.router;
+    let deadline = Instant::now() + shared.settings.wait_timeout;
+    let mut changes = router.changes();
+    loop {
+        changes.borrow_and_update();
+        match router.state() {
+            RouterState::Offline => {
+                return Err((
+                    ErrorKind::RouterOffline,
+                    code::SERVER_SHUTDOWN,
+                    "08S01",
+                    "carbide connector is offline: new sessions are refused (router state OFFLINE)"
+                        .into(),
+                ))
+            }
+            RouterState::OnHold => {}
+            RouterState::Online => {
+                if let Some(v) = router.pick(access) {
+                    return Ok(v);
+                }
+            }
+        }
+        if *shared.shutdown.borrow() {
+            return Err((
+                ErrorKind::RouterOffline,
+                code::SERVER_SHUTDOWN,
+                "08S01",
+                "carbide connector is shutting down".into(),
+            ));
+        }
+        let waited = shared.settings.wait_timeout.as_millis();
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return Err(match router.state() {
+                RouterState::OnHold => (ErrorKind::OnholdTimeout, code::SERVER_SHUTDOWN, "08S01", format!("carbide connector is on hold: waited {waited} ms for it to come back online")),
+                _ => (ErrorKind::NoDatasource, code::CONNECT_FAILED, "HY000", format!("carbide: no {} datasource is available (waited {waited} ms)", if access == Access::ReadWrite { "primary" } else { "read" })),
+            });
+        }
+    }
+}
+
+async fn backend_down(
+    client: TcpStream,
+    shared: &Shared,
+    access: Access,
+    ds: &Datasource,
+    why: &str,
+) {
+    shared.metrics.error(ErrorKind::BackendConnect);
+    shared.metrics.listener(access).refused.inc();
+    warn!(error = %why, addr = %ds.addr, "cannot connect to datasource");
+    let msg = format!(
+        "carbide: cannot connect to datasource {} ({}): {why}",
+        ds.name, ds.addr
+    );
+    refuse(client, code::CONNECT_FAILED, "HY000", &msg).await;
+}
+
+/// Buffered packet reads that survive cancellation (bytes already read stay
+/// in the buffer), for the handshake phase.
+#[derive(Default)]
+struct PacketReader {
+    buf: Vec<u8>,
+}
+
+enum ReadErr {
+    Eof,
+    TooLarge(usize),
+    Io,
+}
+
+impl PacketReader {
+    async fn next<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<(u8, Vec<u8>), ReadErr> {
+        loop {
+            if self.buf.len() >= HEADER_LEN {
+                let h = Header::parse([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if h.len > HANDSHAKE_LIMIT {
+                    return Err(ReadErr::TooLarge(h.len));
+                }
+                if self.buf.len() >= HEADER_LEN + h.len {
+                    let payload = self.buf[HEADER_LEN..HEADER_LEN + h.len].to_vec();
+                    self.buf.drain(..HEADER_LEN + h.len);
+                    return Ok((h.seq, payload));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) => return Err(ReadErr::Eof),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return Err(ReadErr::Io),
+            }
+        }
+    }
+}
+
+enum HandshakeEnd {
+    /// Nothing more to do (refused, or auth rejected and relayed).
+    Closed,
+    Failed(ErrorKind, String),
+}
+
+async fn send<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    write_packet(&mut out, seq, payload);
+    s.write_all(&out).await
+}
+
+async fn handshake(
+    client: TcpStream,
+    backend: TcpStream,
+    ds: &Datasource,
+    shared: &Shared,
+    started: Instant,
+) -> Result<(Stream, Stream, Tracker, (Vec<u8>, Vec<u8>)), HandshakeEnd> {
+    let mut client = Stream::Plain(client);
+    let mut server = Stream::Plain(backend);
+    let mut creader = PacketReader::default();
+    let mut sreader = PacketReader::default();
+    let client_err = |kind, why: String| HandshakeEnd::Failed(kind, why);
+
+    // the greeting
+    let (seq, mut greeting) =
+        match timeout(shared.settings.connect_timeout, sreader.next(&mut server)).await {
+            Ok(Ok(v)) => v,
+            _ => {
+                let msg = format!(
+                    "carbide: datasource {} ({}) sent no greeting",
+                    ds.name, ds.addr
+                );
+                let _ = send(
+                    &mut client,
+                    0,
+                    &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
+                )
+                .await;
+                return Err(HandshakeEnd::Failed(ErrorKind::BackendMalformed, msg));
+            }
+        };
+    shared
+        .metrics
+        .backend_connect_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if greeting.first() == Some(&0xff) {
+        // the server refuses (too many connections, host blocked): relay it
+        let _ = send(&mut client, seq, &greeting).await;
+        let (code, msg) = protocol::parse_err(&greeting).unwrap_or((0, String::new()));
+        return Err(HandshakeEnd::Failed(
+            ErrorKind::BackendConnect,
+            format!("datasource refused: {code} {msg}"),
+        ));
+    }
+    let g = match Greeting::parse(&greeting) {
+        Ok(g) => g,
+        Err(e) => {
+            let msg = format!(
+                "carbide: datasource {} sent an unusable greeting: {e}",
+                ds.name
+            );
+            let _ = send(
+                &mut client,
+                0,
+                &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
+            )
+            .await;
+            return Err(HandshakeEnd::Failed(ErrorKind::BackendMalformed, msg));
+        }
+    };
+    let server_caps = g.caps(&greeting);
+    if shared.backend_tls.is_some() && server_caps & cap::SSL == 0 {
+        let msg = format!(
+            "carbide: datasource {} does not offer TLS, but tls.to-server is on",
+            ds.name
+        );
+        let _ = send(
+            &mut client,
+            0,
+            &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
+        )
+        .await;
+        return Err(HandshakeEnd::Failed(ErrorKind::BackendMalformed, msg));
+    }
+    let (clear, set) = if shared.tls.is_some() {
+        (cap::COMPRESS | cap::ZSTD, cap::SSL)
+    } else {
+        (cap::COMPRESS | cap::ZSTD | cap::SSL, 0)
+    };
+    g.adjust(
+        &mut greeting,
+        clear,
+        set,
+        mariadb_cap::PROGRESS | mariadb_cap::CACHE_METADATA,
+    );
+    if send(&mut client, seq, &greeting).await.is_err() {
+        return Err(HandshakeEnd::Closed);
+    }
+
+    // the client's answer: SSLRequest or handshake response
+    let bad = |why: &str| {
+        protocol::err_payload(
+            code::HANDSHAKE_ERROR,
+            "08S01",
+            &format!("carbide: bad handshake: {why}"),
+        )
+    };
+    let (mut cseq, mut response) = match creader.next(&mut client).await {
+        Ok(v) => v,
+        Err(ReadErr::TooLarge(n)) => {
+            let _ = send(&mut client, 2, &bad(&format!("packet of {n} bytes"))).await;
+            return Err(client_err(
+                ErrorKind::ClientMalformed,
+                format!("handshake packet of {n} bytes"),
+            ));
+        }
+        Err(_) => return Err(HandshakeEnd::Closed),
+    };
+    let mut client_offset = 0u8;
+    let caps = protocol::response_caps(&response).unwrap_or(0);
+    if response.len() < SSL_REQUEST_LEN || caps & cap::PROTOCOL_41 == 0 {
+        let _ = send(
+            &mut client,
+            cseq.wrapping_add(1),
+            &bad("not a protocol 4.1 handshake response"),
+        )
+        .await;
+        return Err(client_err(
+            ErrorKind::ClientMalformed,
+            "not a protocol 4.1 handshake response".into(),
+        ));
+    }
+    if caps & cap::SSL != 0 && response.len() == SSL_REQUEST_LEN {
+        let Some(acceptor) = shared.tls.clone() else {
+            let _ = send(
+                &mut client,
+                cseq.wrapping_add(1),
+                &bad("TLS requested but not offered"),
+            )
+            .await;
+            return Err(client_err(
+                ErrorKind::ClientMalformed,
+                "TLS requested but not offered".into(),
+            ));
+        };
+        let Stream::Plain(tcp) = client else {
+            return Err(HandshakeEnd::Closed);
+        };
+        client = match acceptor.accept(tcp).await {
+            Ok(s) => Stream::TlsServer(Box::new(s)),
+            Err(e) => {
+                return Err(client_err(
+                    ErrorKind::ClientTls,
+                    format!("TLS handshake with the client failed: {e}"),
+                ))
+            }
+        };
+        creader = PacketReader::default();
+        (cseq, response) = match creader.next(&mut client).await {
+            Ok(v) => v,
+            Err(_) => return Err(HandshakeEnd::Closed),
+        };
+        client_offset = 1;
+    }
+    let caps = protocol::response_caps(&response).unwrap_or(0);
+    let deprecate_eof = caps & cap::DEPRECATE_EOF != 0;
+
+    // towards the server: TLS of our own when configured
+    let mut server_offset = 0u8;
+    if let Some(connector) = shared.backend_tls.clone() {
+        let mut ssl_request = response
+            .get(..SSL_REQUEST_LEN)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let _ = protocol::adjust_response(
+            &mut ssl_request,
+            cap::COMPRESS | cap::ZSTD,
+            mariadb_cap::PROGRESS | mariadb_cap::CACHE_METADATA,
+        );
+        let c = (protocol::response_caps(&ssl_request).unwrap_or(0) | cap::SSL).to_le_bytes();
+        ssl_request[..4].copy_from_slice(&c);
+        if send(&mut server, 1, &ssl_request).await.is_err() {
+            return Err(HandshakeEnd::Failed(
+                ErrorKind::BackendClosed,
+                "datasource closed during TLS setup".into(),
+            ));
+        }
+        let Stream::Plain(tcp) = server else {
+            return Err(HandshakeEnd::Closed);
+        };
+        let name = match rustls::pki_types::ServerName::try_from(ds.addr.host.clone()) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(HandshakeEnd::Failed(
+                    ErrorKind::BackendConnect,
+                    format!("bad TLS server name {}: {e}", ds.addr.host),
+                ))
+            }
+        };
+        server = match connector.connect(name, tcp).await {
+            Ok(s) => Stream::TlsClient(Box::new(s)),
+            Err(e) => {
+                let msg = format!("carbide: TLS to datasource {} failed: {e}", ds.name);
+                let _ = send(
+                    &mut client,
+                    cseq.wrapping_add(1),
+                    &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
+                )
+                .await;
+                return Err(HandshakeEnd::Failed(ErrorKind::BackendConnect, msg));
+            }
+        };
+        sreader = PacketReader::default();
+        server_offset = 1;
+    }
+    let keep_ssl = if shared.backend_tls.is_some() {
+        0
+    } else {
+        cap::SSL
+    };
+    if protocol::adjust_response(
+        &mut response,
+        keep_ssl | cap::COMPRESS | cap::ZSTD,
+        mariadb_cap::PROGRESS | mariadb_cap::CACHE_METADATA,
+    )
+    .is_err()
+    {
+        return Err(HandshakeEnd::Closed);
+    }
+    let to_server = |seq: u8| seq.wrapping_sub(client_offset).wrapping_add(server_offset);
+    let to_client = |seq: u8| seq.wrapping_sub(server_offset).wrapping_add(client_offset);
+    if send(&mut server, to_server(cseq), &response).await.is_err() {
+        return Err(HandshakeEnd::Failed(
+            ErrorKind::BackendClosed,
+            "datasource closed during authentication".into(),
+        ));
+    }
+
+    // authentication exchange, until the server says OK or ERR
+    loop {
+        tokio::select! {
+            r = sreader.next(&mut server) => {
+                let (seq, p) = match r {
+                    Ok(v) => v,
+                    Err(_) => return Err(HandshakeEnd::Failed(ErrorKind::BackendClosed, "datasource closed during authentication".into())),
+                };
+                if send(&mut client, to_client(seq), &p).await.is_err() {
+                    return Err(HandshakeEnd::Closed);
+                }
+                match p.first() {
+                    Some(0x00) => break,
+                    Some(0xff) => {
+                        let (code, msg) = protocol::parse_err(&p).unwrap_or((0, String::new()));
+                        debug!(code, %msg, "authentication refused by the datasource");
+                        return Err(HandshakeEnd::Closed);
+                    }
+                    _ => {}
+                }
+            }
+            r = creader.next(&mut client) => {
+                let (seq, p) = match r {
+                    Ok(v) => v,
+                    Err(ReadErr::TooLarge(n)) => return Err(client_err(ErrorKind::ClientMalformed, format!("auth packet of {n} bytes"))),
+                    Err(ReadErr::Eof | ReadErr::Io) => return Err(HandshakeEnd::Closed),
+                };
+                if send(&mut server, to_server(seq), &p).await.is_err() {
+                    return Err(HandshakeEnd::Failed(ErrorKind::BackendClosed, "datasource closed during authentication".into()));
+                }
+            }
+        }
+    }
+    Ok((
+        client,
+        server,
+        Tracker::new(deprecate_eof),
+        (creader.buf, sreader.buf),
+    ))
+}
+
+enum End {
+    ClientQuit,
+    ClientClosed { mid_command: bool },
+    ServerClosed,
+    Boundary(&'static str),
+    Forced(&'static str),
+    OnholdTimeout,
+}
+
+/// Why an open session must close, if it must.
+fn must_close(shared: &Shared, access: Access, ds: &str) -> Option<&'static str> {
+    if *shared.shutdown.borrow() {
+        Some("carbide is shutting down")
+    } else if shared.router.state() == RouterState::Offline {
+        Some("router is OFFLINE")
+    } else if !shared.router.still_valid(access, ds) {
+        Some(match access {
+            Access::ReadWrite => "the primary moved",
+            Access::ReadOnly => "its datasource left ONLINE",
+        })
+    } else {
+        None
+    }
+}
+
+async fn pump(
+    client: &mut Stream,
+    server: &mut Stream,
+    mut tracker: Tracker,
+    leftover: (Vec<u8>, Vec<u8>),
+    access: Access,
+    ds: &Datasource,
+    shared: &Shared,
+) -> End {
+    let metrics: &Metrics = &shared.metrics;
+    let lm = metrics.listener(access);
+    let mut cf = Framer::new();
+    let mut sf = Framer::new();
+    let mut cbuf = vec![0u8; CLIENT_BUF];
+    let mut sbuf = vec![0u8; SERVER_BUF];
+    let mut changes = shared.router.changes();
+    changes.borrow_and_update();
+    let mut shutdown = shared.shutdown.clone();
+    let mut shutdown_live = true;
+    let mut closing: Option<(Instant, &'static str)> = must_close(shared, access, &ds.name)
+        .map(|r| (Instant::now() + shared.settings.disconnect_timeout, r));
+    let mut busy_since: Option<Instant> = None;
+    // responses started for the oldest command: an ERR can only be injected before any
+    let mut server_msgs_in_command = 0usize;
+
+    // bytes that arrived together with the end of authentication
+    let (cl, sl) = leftover;
+    if !sl.is_empty() {
+        sf.feed(&sl, |_| {});
+        if client.write_all(&sl).await.is_err() {
+            return End::ClientClosed { mid_command: false };
+        }
+    }
+    if !cl.is_empty() {
+        cf.feed(&cl, |m| {
+            if let Some(c) = tracker.client_message(m) {
+                lm.command(c);
+            }
+        });
+        busy_since = Some(Instant::now());
+        if server.write_all(&cl).await.is_err() {
+            return End::ServerClosed;
+        }
+    }
+
+    loop {
+        let at_boundary = tracker.idle() && cf.at_boundary() && sf.at_boundary();
+        if let Some((_, reason)) = closing {
+            if at_boundary && !tracker.in_transaction() {
+                return End::Boundary(reason);
+            }
+        }
+        let deadline = closing.map(|(d, _)| d);
+        tokio::select! {
+            r = client.read(&mut cbuf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => {
+                        return if tracker.quit() { End::ClientQuit } else { End::ClientClosed { mid_command: !at_boundary } };
+                    }
+                    Ok(n) => n,
+                };
+                if at_boundary && !tracker.in_transaction() && shared.router.state() == RouterState::OnHold {
+                    // a new transaction waits while the connector is on hold
+                    let mut state = shared.router.state_watch();
+                    let wait = async { state.wait_for(|s| *s != RouterState::OnHold).await.map(|_| ()) };
+                    let waited = timeout(shared.settings.wait_timeout, wait).await;
+                    if waited.is_err() {
+                        let msg = format!(
+                            "carbide connector is on hold: waited {} ms for it to come back online",
+                            shared.settings.wait_timeout.as_millis()
+                        );
+                        let _ = send(client, 1, &protocol::err_payload(code::SERVER_SHUTDOWN, "08S01", &msg)).await;
+                        return End::OnholdTimeout;
+                    }
+                    if let Some(reason) = must_close(shared, access, &ds.name) {
+                        let msg = format!("carbide: session closed before its next transaction: {reason}");
+                        let _ = send(client, 1, &protocol::err_payload(code::SERVER_SHUTDOWN, "08S01", &msg)).await;
+                        return End::Boundary(reason);
+                    }
+                }
+                let chunk = &cbuf[..n];
+                cf.feed(chunk, |m| {
+                    if let Some(c) = tracker.client_message(m) {
+                        lm.command(c);
+                        if busy_since.is_none() {
+                            busy_since = Some(Instant::now());
+                        }
+                    }
+                });
+                lm.bytes_in.inc_by(n as u64);
+                if server.write_all(chunk).await.is_err() {
+                    return End::ServerClosed;
+                }
+            }
+            r = server.read(&mut sbuf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => {
+                        if tracker.quit() {
+                            return End::ClientQuit;
+                        }
+                        if !tracker.idle() && server_msgs_in_command == 0 && sf.at_boundary() {
+                            let msg = format!("carbide: lost connection to datasource {} ({}) during the query", ds.name, ds.addr);
+                            let _ = send(client, 1, &protocol::err_payload(code::LOST_CONNECTION, "HY000", &msg)).await;
+                        }
+                        return End::ServerClosed;
+                    }
+                    Ok(n) => n,
+                };
+                let chunk = &sbuf[..n];
+                sf.feed(chunk, |m| {
+                    server_msgs_in_command += 1;
+                    if tracker.server_message(m).is_some() {
+                        server_msgs_in_command = 0;
+                        if tracker.idle() {
+                            if let Some(t) = busy_since.take() {
+                                metrics.query_seconds.observe(t.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                });
+                lm.bytes_out.inc_by(n as u64);
+                if client.write_all(chunk).await.is_err() {
+                    return End::ClientClosed { mid_command: true };
+                }
+            }
+            r = changes.changed() => {
+                if r.is_err() {
+                    // the router is gone: carbide is stopping
+                    closing = closing.or(Some((Instant::now() + shared.settings.disconnect_timeout, "carbide is shutting down")));
+                    continue;
+                }
+                closing = match (must_close(shared, access, &ds.name), closing) {
+                    (Some(_), Some(c)) => Some(c),
+                    (Some(r), None) => Some((Instant::now() + shared.settings.disconnect_timeout, r)),
+                    (None, _) => None,
+                };
+            }
+            r = shutdown.changed(), if shutdown_live => {
+                shutdown_live = r.is_ok();
+                let r = must_close(shared, access, &ds.name).or(if shutdown_live { None } else { Some("carbide is shutting down") });
+                if let Some(r) = r {
+                    closing = closing.or(Some((Instant::now() + shared.settings.disconnect_timeout, r)));
+                }
+            }
+            _ = sleep_until_opt(deadline) => {
+                let reason = closing.map(|(_, r)| r).unwrap_or("disconnect timeout");
+                if at_boundary && tracker.in_transaction() || !at_boundary {
+                    return End::Forced(reason);
+                }
+                return End::Boundary(reason);
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
