@@ -172,6 +172,17 @@ pub fn err_payload(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
     p
 }
 
+/// An ERR payload in the pre-4.1 form (no SQLSTATE), which is what a
+/// server sends before it knows the client's capabilities (instead of its
+/// greeting).
+pub fn err_payload_pre41(code: u16, message: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(3 + message.len());
+    p.push(0xff);
+    p.extend_from_slice(&code.to_le_bytes());
+    p.extend_from_slice(message.as_bytes());
+    p
+}
+
 /// The error code and message of an ERR payload.
 pub fn parse_err(payload: &[u8]) -> Option<(u16, String)> {
     if payload.first() != Some(&0xff) {

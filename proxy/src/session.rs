@@ -88,10 +88,12 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-/// Sends one ERR packet and closes; for refusals before the greeting.
-pub async fn refuse(mut client: TcpStream, code: u16, sqlstate: &str, message: &str) {
+/// Sends one ERR packet in place of the greeting and closes. Like a server
+/// refusing a connection, it carries no SQLSTATE (`_sqlstate` documents
+/// the one that applies): the client's capabilities are not known yet.
+pub async fn refuse(mut client: TcpStream, code: u16, _sqlstate: &str, message: &str) {
     let mut out = Vec::new();
-    write_packet(&mut out, 0, &protocol::err_payload(code, sqlstate, message));
+    write_packet(&mut out, 0, &protocol::err_payload_pre41(code, message));
     let _ = timeout(Duration::from_secs(1), client.write_all(&out)).await;
     let _ = client.shutdown().await;
 }
