@@ -67,6 +67,23 @@ sql() { # port statements
   mariadb --no-defaults -h127.0.0.1 -P"$1" -uroot -e "$2"
 }
 
+# --- connector ---------------------------------------------------------------
+
+start_connector() {
+  log "starting the carbide connector on 127.0.0.1:$RW_PORT (rw) and 127.0.0.1:$RO_PORT (ro)"
+  nohup target/release/carbide serve --config "$SB/carbide.toml" --member db1 \
+    </dev/null >/dev/null 2>"$SB/carbide.log" &
+  echo $! >"$SB/carbide.pid"
+  local i
+  for i in $(seq 1 100); do
+    port_in_use "$RW_PORT" && port_in_use "${MGR_PORT[0]}" && return 0
+    pid_alive "$(cat "$SB/carbide.pid")" || break
+    sleep 0.1
+  done
+  cat "$SB/carbide.log" >&2
+  die "the carbide connector did not start"
+}
+
 # --- config ------------------------------------------------------------------
 
 write_config() {
@@ -134,10 +151,21 @@ up() {
   done
   log "carbide validate --config sandbox/carbide.toml"
   target/release/carbide validate --config "$SB/carbide.toml" || die "validation failed (see above)"
+  start_connector
   cat <<MSG
 
 carbide sandbox is up (config: sandbox/carbide.toml, service 'sandbox').
 
+  Through the connector (what applications use):
+    read-write (primary):   mariadb -h127.0.0.1 -P$RW_PORT -uapp -papp
+    read-only (a replica):  mariadb -h127.0.0.1 -P$RO_PORT -uapp -papp
+  Connector admin API on 127.0.0.1:${MGR_PORT[0]}:
+    curl -s 127.0.0.1:${MGR_PORT[0]}/status
+    curl -s 127.0.0.1:${MGR_PORT[0]}/metrics
+    curl -s -XPOST 127.0.0.1:${MGR_PORT[0]}/router/offline    (and /router/onhold, /router/online)
+  Connector log: sandbox/carbide.log
+
+  Directly:
   MariaDB db1 (master, writable):  mariadb -h127.0.0.1 -P${DB_PORT[0]} -uapp -papp
   MariaDB db2 (slave, read_only):  mariadb -h127.0.0.1 -P${DB_PORT[1]} -uapp -papp
   MariaDB db3 (slave, read_only):  mariadb -h127.0.0.1 -P${DB_PORT[2]} -uapp -papp
@@ -152,6 +180,8 @@ MSG
 status() {
   [ -d "$SB" ] || { echo "no sandbox (scripts/sandbox.sh up starts one)"; return 0; }
   local n pid
+  pid=$(cat "$SB/carbide.pid" 2>/dev/null || true)
+  if pid_alive "$pid"; then echo "carbide connector running (pid $pid)"; else echo "carbide connector stopped"; fi
   for n in "${NODES[@]}"; do
     pid=$(cat "$SB/$n/mariadbd.pid" 2>/dev/null || true)
     if pid_alive "$pid"; then echo "$n  MariaDB running (pid $pid)"; else echo "$n  MariaDB stopped"; fi
@@ -172,7 +202,9 @@ down() {
   [ -d "$SB" ] || { log "no sandbox to stop"; return 0; }
   local f
   # every process the sandbox started recorded its pid in sandbox/**/*.pid
-  # (mariadbd.pid is ours; mysqld.pid is the server's own copy).
+  # (mariadbd.pid is ours; mysqld.pid is the server's own copy). The
+  # connector goes first, so its sessions end before the servers do.
+  [ -f "$SB/carbide.pid" ] && { log "stopping the connector (pid $(cat "$SB/carbide.pid"))"; stop_pidfile "$SB/carbide.pid"; rm -f "$SB/carbide.pid"; }
   while IFS= read -r f; do
     log "stopping pid $(cat "$f") ($f)"
     stop_pidfile "$f"

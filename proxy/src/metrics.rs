@@ -170,6 +170,11 @@ impl Metrics {
             &["state"],
         )?;
         registry.register(Box::new(router_state.clone()))?;
+        for s in carbide_config::RouterState::ALL {
+            router_state
+                .with_label_values(&[s.as_str()])
+                .set((*s == carbide_config::RouterState::Online) as i64);
+        }
         let routing_epoch = IntGauge::new(
             "carbide_connector_routing_epoch",
             "Epoch of the routing table in use.",
@@ -250,5 +255,31 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the connector exports is documented in the README.
+    #[test]
+    fn readme_lists_every_metric() {
+        let m = Metrics::new().unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let names: std::collections::BTreeSet<String> = m
+            .registry()
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for n in names {
+            assert!(
+                readme.contains(&format!("| `{n}` |")),
+                "README's metrics list lacks `{n}`"
+            );
+        }
     }
 }

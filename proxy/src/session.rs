@@ -753,7 +753,7 @@ async fn pump(
             }
             _ = sleep_until_opt(deadline) => {
                 let reason = closing.map(|(_, r)| r).unwrap_or("disconnect timeout");
-                if at_boundary && tracker.in_transaction() || !at_boundary {
+                if !at_boundary || tracker.in_transaction() {
                     return End::Forced(reason);
                 }
                 return End::Boundary(reason);

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Connector load benchmark: sysbench against the same MariaDB directly,
+# through carbide, and through HAProxy (TCP mode), interleaved in one run so
+# the three see the same machine load. Prints QPS, p95 latency and the
+# ratios carbide/direct and carbide/HAProxy, then measures carbide's memory
+# per idle session.
+#
+#   benches/proxy_load.sh                 # 10 s per run, threads 1 16 64
+#   BENCH_TIME=30 THREADS="16 64" benches/proxy_load.sh
+#   IDLE_SESSIONS=2000 benches/proxy_load.sh   (0 skips the idle test)
+#
+# Everything runs on loopback in a temp dir and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/deps.sh
+ensure_packages "${CARBIDE_PACKAGES[@]}" sysbench:sysbench haproxy:haproxy
+
+TIME=${BENCH_TIME:-10}
+THREADS=${THREADS:-"1 16 64"}
+TESTS=${TESTS:-"oltp_point_select oltp_read_only"}
+IDLE=${IDLE_SESSIONS:-2000}
+W=$(mktemp -d /tmp/carbide-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+user_flag() { [ "$(id -u)" -eq 0 ] && echo "--user=root" || true; }
+
+echo "== building carbide (release)"
+cargo build --release --quiet --bin carbide
+
+DB=$(free_port); RW=$(free_port); RO=$(free_port); ADMIN=$(free_port); HA=$(free_port)
+mkdir -p "$W/tmp"
+mariadb-install-db --no-defaults --datadir="$W/data" --tmpdir="$W/tmp" --auth-root-authentication-method=normal \
+  --skip-test-db $(user_flag) >"$W/install.log" 2>&1
+mariadbd --no-defaults --datadir="$W/data" --tmpdir="$W/tmp" --socket="$W/s.sock" --port="$DB" \
+  --bind-address=127.0.0.1 $(user_flag) --log-error="$W/error.log" --pid-file="$W/m.pid" \
+  --innodb-buffer-pool-size=512M --max-connections=$((IDLE + 200)) --thread-handling=pool-of-threads \
+  --performance-schema=OFF --skip-name-resolve --innodb-flush-log-at-trx-commit=2 &
+PIDS+=($!)
+for _ in $(seq 1 100); do mariadb --no-defaults -h127.0.0.1 -P"$DB" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+mariadb --no-defaults -h127.0.0.1 -P"$DB" -uroot -e "CREATE DATABASE sbtest"
+
+cat >"$W/carbide.toml" <<TOML
+[service]
+name = "bench"
+[credentials]
+user = "root"
+[connector]
+rw-listen = "127.0.0.1:$RW"
+ro-listen = "127.0.0.1:$RO"
+max-connections = $((IDLE + 500))
+[[member]]
+name = "db1"
+mysql = "127.0.0.1:$DB"
+replicator = "127.0.0.1:$(free_port)"
+thl = "127.0.0.1:$(free_port)"
+manager = "127.0.0.1:$ADMIN"
+role = "master"
+TOML
+CARBIDE_LOG=warn target/release/carbide serve --config "$W/carbide.toml" --member db1 2>"$W/carbide.log" &
+CARBIDE_PID=$!
+PIDS+=("$CARBIDE_PID")
+
+cat >"$W/haproxy.cfg" <<CFG
+global
+  maxconn $((IDLE + 500))
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen mysql
+  bind 127.0.0.1:$HA
+  server db1 127.0.0.1:$DB
+CFG
+haproxy -f "$W/haproxy.cfg" -db >"$W/haproxy.log" 2>&1 &
+PIDS+=($!)
+sleep 1
+
+SB=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=root --mysql-password= --mysql-db=sbtest
+    --tables=4 --table-size=20000 --report-interval=0 --percentile=95 --histogram=off)
+echo "== sysbench prepare (4 tables x 20000 rows)"
+sysbench oltp_read_only "${SB[@]}" --mysql-port="$DB" prepare >/dev/null
+
+run() { # test threads port -> "qps p95"
+  local out
+  out=$(sysbench "$1" "${SB[@]}" --mysql-port="$3" --threads="$2" --time="$TIME" run 2>&1) || { echo "$out" >&2; echo "0 0"; return; }
+  local qps p95
+  qps=$(echo "$out" | awk '/queries:/ {gsub(/[()]/,"",$3); print $3; exit}')
+  p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
+  echo "$qps $p95"
+}
+
+printf '\n%-18s %7s | %10s %8s | %10s %8s | %10s %8s | %8s %8s | %8s %8s\n' test threads \
+  "direct qps" "p95 ms" "carbide" "p95 ms" "haproxy" "p95 ms" "c/direct" "c/hap" "p95 c/d" "p95 c/h"
+for t in $TESTS; do
+  for n in $THREADS; do
+    read -r dq dp < <(run "$t" "$n" "$DB")
+    read -r cq cp < <(run "$t" "$n" "$RW")
+    read -r hq hp < <(run "$t" "$n" "$HA")
+    awk -v t="$t" -v n="$n" -v dq="$dq" -v dp="$dp" -v cq="$cq" -v cp="$cp" -v hq="$hq" -v hp="$hp" 'BEGIN {
+      printf "%-18s %7d | %10.0f %8.2f | %10.0f %8.2f | %10.0f %8.2f | %8.2f %8.2f | %8.2f %8.2f\n",
+        t, n, dq, dp, cq, cp, hq, hp, (dq>0?cq/dq:0), (hq>0?cq/hq:0), (dp>0?cp/dp:0), (hp>0?cp/hp:0) }'
+  done
+done
+
+if [ "$IDLE" -gt 0 ]; then
+  echo
+  echo "== $IDLE idle sessions through carbide"
+  cargo build --release --quiet --example idle_sessions
+  target/release/examples/idle_sessions "127.0.0.1:$RW" "$IDLE" "$CARBIDE_PID"
+fi

@@ -1,0 +1,212 @@
+//! `carbide-replicator`: the replicator daemon (one per database host).
+//!
+//! Reads one dataservice config per `--config` (one service each), serves
+//! the member named by `--member`: a `master` member extracts its local
+//! MariaDB's binlog into the THL; other roles stay OFFLINE:NORMAL in this
+//! version. The admin API (see `trepctl`) listens on the member's
+//! `replicator` address of the first config. SIGTERM/SIGINT take every
+//! service offline at a transaction boundary, then exit.
+
+use carbide_replicator::admin::{router, AppState};
+use carbide_replicator::daemon::{Service, ServiceSpec, State};
+use carbide_replicator::extract::{ExtractorConfig, SourceOpts, StartPosition};
+use carbide_replicator::thl::{FsyncPolicy, WriterConfig};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The carbide replicator daemon.
+#[derive(Parser, Debug)]
+#[command(name = "carbide-replicator", version)]
+struct Args {
+    /// Dataservice config file; repeat to host several services.
+    #[arg(long = "config", required = true, env = "CARBIDE_CONFIG")]
+    config: Vec<PathBuf>,
+    /// The member this process serves (its local database and addresses).
+    #[arg(long)]
+    member: String,
+    /// Where a master starts when its THL is empty: current, earliest,
+    /// FILE:OFFSET or gtid:D-S-N.
+    #[arg(long, default_value = "current")]
+    start: String,
+    /// THL fsync policy: `commit` (fsync every group commit) or a number
+    /// of milliseconds between fsyncs.
+    #[arg(long, default_value = "commit")]
+    fsync: String,
+    /// Binlog heartbeat period asked of the database, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_period_ms: u64,
+    /// THL segment size in MiB.
+    #[arg(long, default_value_t = 100)]
+    segment_mb: u64,
+    /// Leave services OFFLINE at start (default: a master goes online).
+    #[arg(long)]
+    no_auto_online: bool,
+    /// server_id to register with the database as a replication client
+    /// (default 1000000000 + the database port).
+    #[arg(long)]
+    replica_server_id: Option<u32>,
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("carbide-replicator: {msg}");
+    ExitCode::from(64)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let start: StartPosition = match args.start.parse() {
+        Ok(s) => s,
+        Err(e) => return usage_error(format!("--start {e}")),
+    };
+    let fsync = match args.fsync.as_str() {
+        "commit" => FsyncPolicy::EveryCommit,
+        ms => match ms.parse::<u64>() {
+            Ok(n) => FsyncPolicy::Interval(Duration::from_millis(n)),
+            Err(_) => {
+                return usage_error(format!("--fsync '{ms}': expected commit or milliseconds"))
+            }
+        },
+    };
+    let mut specs = Vec::new();
+    let mut listen = None;
+    for path in &args.config {
+        let cfg = match carbide_config::Config::load(path) {
+            Ok(c) => c,
+            Err(e) => return usage_error(e),
+        };
+        let Some(m) = cfg.member(&args.member) else {
+            let names: Vec<&str> = cfg.members.iter().map(|m| m.name.as_str()).collect();
+            return usage_error(format!(
+                "{}: no member '{}' (members: {})",
+                path.display(),
+                args.member,
+                names.join(", ")
+            ));
+        };
+        let thl_dir = match cfg.thl_dir(Some(&m.name)) {
+            Ok(d) => d,
+            Err(e) => return usage_error(e),
+        };
+        if listen.is_none() {
+            listen = Some(format!("{}:{}", m.replicator.host, m.replicator.port));
+        }
+        if specs
+            .iter()
+            .any(|s: &ServiceSpec| s.name == cfg.service.name)
+        {
+            return usage_error(format!(
+                "service '{}' is configured twice",
+                cfg.service.name
+            ));
+        }
+        specs.push(ServiceSpec {
+            name: cfg.service.name.clone(),
+            role: m.role,
+            member: m.name.clone(),
+            thl_uri: format!("thl://{}:{}/", m.thl.host, m.thl.port),
+            extractor: ExtractorConfig {
+                source: SourceOpts {
+                    host: m.mysql.host.clone(),
+                    port: m.mysql.port,
+                    user: cfg.credentials.user.clone(),
+                    password: cfg.credentials.password.clone(),
+                    connect_timeout: Duration::from_millis(cfg.timeouts.connect_ms),
+                },
+                replica_server_id: args
+                    .replica_server_id
+                    .unwrap_or(1_000_000_000 + m.mysql.port as u32),
+                service: cfg.service.name.clone(),
+                source_id: m.name.clone(),
+                thl_dir,
+                writer: WriterConfig {
+                    segment_size: args.segment_mb.max(1) << 20,
+                    fsync,
+                    ..WriterConfig::default()
+                },
+                start: start.clone(),
+                heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(10)),
+                max_batch: 2000,
+                max_batch_delay: Duration::from_millis(100),
+            },
+        });
+    }
+    let Some(listen) = listen else {
+        return usage_error("no --config given");
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carbide-replicator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(specs, listen, !args.no_auto_online))
+}
+
+async fn run(specs: Vec<ServiceSpec>, listen: String, auto_online: bool) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("carbide-replicator: cannot listen on {listen}: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let services: Vec<Arc<Service>> = specs.into_iter().map(Service::new).collect();
+    for s in &services {
+        if auto_online && s.status().role == "master" {
+            if let Err(e) = s.online() {
+                tracing::warn!(service = s.name(), error = %e, "auto online");
+            }
+        }
+    }
+    tracing::info!(%listen, services = services.len(), "admin API listening");
+    let app = router(AppState::new(services.clone()));
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        eprintln!("carbide-replicator: admin API: {e}");
+    }
+    tracing::info!("shutting down: taking services offline");
+    for s in &services {
+        let _ = s.offline(None);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for s in &services {
+        let mut rx = s.subscribe();
+        while !matches!(s.state(), State::OfflineNormal | State::OfflineError) {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

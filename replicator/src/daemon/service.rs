@@ -1,0 +1,384 @@
+//! One replicator service at runtime: the state machine plus the tasks
+//! that carry out its actions.
+//!
+//! Commands enter through [`Service::online`], [`Service::offline`] and
+//! [`Service::heartbeat`] (called by the admin API); they go through the
+//! pure [`Machine`] and its [`Action`]s are executed here: the extractor
+//! runs on its own thread (it does blocking THL IO) with a current-thread
+//! tokio runtime, and reports back through its [`Progress`] watch and its
+//! exit. Status leaves as a [`Status`] snapshot built from the machine and
+//! the latest progress.
+
+use super::state::{Action, Input, Machine, State};
+use crate::extract::source::{self, Stopped};
+use crate::extract::{service_schema, ExtractError, ExtractorConfig, Progress, StopRequest};
+use crate::thl::now_us;
+use carbide_config::Role;
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the operator sees of a service (field names as in Tungsten's
+/// `trepctl status`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub service_name: String,
+    pub role: String,
+    pub state: String,
+    pub applied_last_seqno: i64,
+    pub applied_last_event_id: String,
+    pub applied_latency: f64,
+    pub relative_latency: f64,
+    pub minimum_stored_seq_no: i64,
+    pub maximum_stored_seq_no: i64,
+    pub latest_epoch_number: i64,
+    pub master_connect_uri: String,
+    pub master_listen_uri: String,
+    pub pipeline_source: String,
+    pub source_id: String,
+    pub current_event_id: String,
+    pub pending_error: String,
+    pub pending_error_seqno: i64,
+    pub pending_error_event_id: String,
+    pub pending_exception_message: String,
+    pub offline_requests: String,
+    pub time_in_state_seconds: f64,
+    pub uptime_seconds: f64,
+    pub events_extracted: u64,
+    pub transactions_extracted: u64,
+    pub bytes_extracted: u64,
+    pub last_heartbeat: String,
+    pub host: String,
+    pub data_server_host: String,
+    pub version: String,
+}
+
+/// Static description of a service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Service name.
+    pub name: String,
+    /// This member's role.
+    pub role: Role,
+    /// This member's name.
+    pub member: String,
+    /// THL server address (`thl://host:port/`).
+    pub thl_uri: String,
+    /// Extractor settings (master role).
+    pub extractor: ExtractorConfig,
+}
+
+struct Inner {
+    machine: Machine,
+    since: Instant,
+    stop: Option<watch::Sender<StopRequest>>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// A running service.
+pub struct Service {
+    spec: ServiceSpec,
+    started: Instant,
+    inner: Mutex<Inner>,
+    /// Bumped on every state change (tests and `trepctl wait` poll it).
+    changes: watch::Sender<u64>,
+}
+
+/// Errors of service commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The command does not apply in this state or role.
+    #[error("{0}")]
+    Rejected(String),
+    /// Talking to the database failed.
+    #[error("{0}")]
+    Database(String),
+    /// Waiting for the outcome took too long.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl Service {
+    /// A service in OFFLINE:NORMAL.
+    pub fn new(spec: ServiceSpec) -> Arc<Service> {
+        let (_tx, progress) = watch::channel(Progress::default());
+        Arc::new(Service {
+            inner: Mutex::new(Inner {
+                machine: Machine::new(spec.role),
+                since: Instant::now(),
+                stop: None,
+                progress,
+            }),
+            spec,
+            started: Instant::now(),
+            changes: watch::channel(0).0,
+        })
+    }
+
+    /// Service name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// A receiver bumped at every state change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn input(self: &Arc<Self>, input: Input) -> Result<(), CommandError> {
+        let mut g = self.lock();
+        let before = g.machine.state();
+        let actions = g.machine.handle(input);
+        if g.machine.state() != before {
+            g.since = Instant::now();
+            tracing::info!(service = %self.spec.name, from = before.as_str(), to = g.machine.state().as_str(), "state change");
+        }
+        let mut result = Ok(());
+        for a in actions {
+            match a {
+                Action::Reject(msg) => result = Err(CommandError::Rejected(msg)),
+                Action::Stop(req) => {
+                    if let Some(s) = &g.stop {
+                        let _ = s.send(req);
+                    }
+                }
+                Action::StartExtractor => {
+                    let (stop_tx, stop_rx) = watch::channel(StopRequest::Run);
+                    let (ptx, prx) = watch::channel(Progress::default());
+                    g.stop = Some(stop_tx);
+                    g.progress = prx.clone();
+                    self.spawn_extractor(stop_rx, ptx, prx);
+                }
+            }
+        }
+        drop(g);
+        self.changes.send_modify(|n| *n += 1);
+        result
+    }
+
+    fn spawn_extractor(
+        self: &Arc<Self>,
+        stop: watch::Receiver<StopRequest>,
+        ptx: watch::Sender<Progress>,
+        mut prx: watch::Receiver<Progress>,
+    ) {
+        let cfg = self.spec.extractor.clone();
+        let me = Arc::clone(self);
+        let watcher = Arc::clone(self);
+        // connected/disconnected reports
+        tokio::spawn(async move {
+            let mut was = false;
+            loop {
+                let now = prx.borrow_and_update().connected;
+                if now != was {
+                    was = now;
+                    let _ = watcher.input(if now {
+                        Input::Connected
+                    } else {
+                        Input::Disconnected
+                    });
+                }
+                watcher.changes.send_modify(|n| *n += 1);
+                if prx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("extract-{}", self.spec.name))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let res: Result<Stopped, ExtractError> = match rt {
+                    Ok(rt) => {
+                        let last = ptx.subscribe();
+                        let r = rt.block_on(source::run(cfg, stop, ptx));
+                        drop(last);
+                        r
+                    }
+                    Err(e) => Err(ExtractError::Config(format!("cannot start a runtime: {e}"))),
+                };
+                let p = me.lock().progress.borrow().clone();
+                let input = match res {
+                    Ok(_) => Input::Stopped,
+                    Err(e) => {
+                        tracing::error!(service = %me.spec.name, error = %e, "extractor failed");
+                        Input::Failed {
+                            error: e.to_string(),
+                            seqno: p.last_seqno,
+                            eventid: p.last_eventid,
+                        }
+                    }
+                };
+                let _ = me.input(input);
+            });
+        if let Err(e) = spawned {
+            let _ = self.input(Input::Failed {
+                error: format!("cannot start the extractor thread: {e}"),
+                seqno: None,
+                eventid: None,
+            });
+        }
+    }
+
+    /// `trepctl online`.
+    pub fn online(self: &Arc<Self>) -> Result<(), CommandError> {
+        self.input(Input::Online)
+    }
+
+    /// `trepctl offline` (now, at a transaction boundary) or
+    /// `offline -at-seqno N`.
+    pub fn offline(self: &Arc<Self>, at_seqno: Option<u64>) -> Result<(), CommandError> {
+        match at_seqno {
+            Some(n) => self.input(Input::OfflineAtSeqno(n)),
+            None => self.input(Input::Offline),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.lock().machine.state()
+    }
+
+    /// Latest extractor progress.
+    pub fn progress(&self) -> Progress {
+        self.lock().progress.borrow().clone()
+    }
+
+    /// Status snapshot.
+    pub fn status(&self) -> Status {
+        let g = self.lock();
+        let p = g.progress.borrow().clone();
+        let m = &g.machine;
+        let now = now_us();
+        let secs = |us: i64| us as f64 / 1e6;
+        let pend = m.pending_error();
+        let src = &self.spec.extractor.source;
+        Status {
+            service_name: self.spec.name.clone(),
+            role: m.role().as_str().to_string(),
+            state: m.state().as_str().to_string(),
+            applied_last_seqno: p.last_seqno.map_or(-1, |s| s as i64),
+            applied_last_event_id: p.last_eventid.clone().unwrap_or_else(|| "NONE".into()),
+            applied_latency: if p.last_source_tstamp_us > 0 {
+                secs(p.last_extract_tstamp_us - p.last_source_tstamp_us).max(0.0)
+            } else {
+                -1.0
+            },
+            relative_latency: if p.last_source_tstamp_us > 0 {
+                secs(now - p.last_source_tstamp_us).max(0.0)
+            } else {
+                -1.0
+            },
+            minimum_stored_seq_no: p.min_seqno.map_or(-1, |s| s as i64),
+            maximum_stored_seq_no: p.last_seqno.map_or(-1, |s| s as i64),
+            latest_epoch_number: if m.role() == Role::Master {
+                p.epoch as i64
+            } else {
+                -1
+            },
+            master_connect_uri: String::new(),
+            master_listen_uri: self.spec.thl_uri.clone(),
+            pipeline_source: format!("jdbc:mysql:thin://{}:{}/", src.host, src.port),
+            source_id: self.spec.member.clone(),
+            current_event_id: p.position.clone().unwrap_or_else(|| "NONE".into()),
+            pending_error: pend.map_or("NONE".into(), |e| e.message.clone()),
+            pending_error_seqno: pend.and_then(|e| e.seqno).map_or(-1, |s| s as i64),
+            pending_error_event_id: pend
+                .and_then(|e| e.eventid.clone())
+                .unwrap_or_else(|| "NONE".into()),
+            pending_exception_message: p.last_error.clone().unwrap_or_else(|| "NONE".into()),
+            offline_requests: m.offline_at().map_or("NONE".into(), |n| {
+                format!("Offline at sequence number: {n}")
+            }),
+            time_in_state_seconds: g.since.elapsed().as_secs_f64(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            events_extracted: p.events,
+            transactions_extracted: p.transactions,
+            bytes_extracted: p.bytes,
+            last_heartbeat: p
+                .last_heartbeat
+                .as_ref()
+                .map_or("NONE".into(), |h| h.0.clone()),
+            host: self.spec.member.clone(),
+            data_server_host: src.host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// `trepctl heartbeat`: writes a heartbeat row on the source and waits
+    /// until the extractor has stored it. Returns (seqno, latency seconds
+    /// from the source commit to the THL).
+    pub async fn heartbeat(&self, name: &str) -> Result<(u64, f64), CommandError> {
+        if self.state() != State::Online {
+            return Err(CommandError::Rejected(format!(
+                "heartbeat needs the service ONLINE; it is {}",
+                self.state().as_str()
+            )));
+        }
+        if name.is_empty() || name.len() > 128 {
+            return Err(CommandError::Rejected(
+                "heartbeat name must be 1-128 characters".into(),
+            ));
+        }
+        let salt = now_us();
+        let tag = format!("{name}#{salt}");
+        let schema = service_schema(&self.spec.name);
+        let mut conn = self
+            .spec
+            .extractor
+            .source
+            .connect()
+            .await
+            .map_err(|e| CommandError::Database(e.to_string()))?;
+        let sql = [
+            format!("CREATE DATABASE IF NOT EXISTS `{schema}`"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{schema}`.heartbeat (id BIGINT PRIMARY KEY, \
+                 seqno BIGINT, eventid VARCHAR(128), source_tstamp TIMESTAMP(6) NULL, \
+                 target_tstamp TIMESTAMP(6) NULL, lag_millis BIGINT, salt BIGINT, name VARCHAR(256))"
+            ),
+        ];
+        for q in &sql {
+            conn.query_drop(q)
+                .await
+                .map_err(|e| CommandError::Database(e.to_string()))?;
+        }
+        conn.exec_drop(
+            format!(
+                "REPLACE INTO `{schema}`.heartbeat (id, source_tstamp, salt, name) \
+                 VALUES (1, NOW(6), ?, ?)"
+            ),
+            (salt, tag.as_str()),
+        )
+        .await
+        .map_err(|e| CommandError::Database(e.to_string()))?;
+        let _ = conn.disconnect().await;
+        let mut rx = self.lock().progress.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((n, seqno, src, ext)) = rx.borrow_and_update().last_heartbeat.clone() {
+                if n == tag {
+                    let _ = src;
+                    return Ok((seqno, ((ext - salt) as f64 / 1e6).max(0.0)));
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(CommandError::Timeout(format!(
+                    "heartbeat {name} was not extracted within 30 s"
+                )));
+            }
+        }
+    }
+}
