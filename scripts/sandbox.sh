@@ -84,6 +84,29 @@ start_connector() {
   die "the carbide connector did not start"
 }
 
+# --- replicators --------------------------------------------------------------
+
+start_replicators() {
+  local i n
+  for i in "${!NODES[@]}"; do
+    n=${NODES[$i]}
+    log "starting carbide-replicator for $n (admin 127.0.0.1:${REPL_PORT[$i]}, THL 127.0.0.1:${THL_PORT[$i]})"
+    nohup target/release/carbide-replicator --config "$SB/carbide.toml" --member "$n" --start earliest \
+      </dev/null >/dev/null 2>"$SB/replicator-$n.log" &
+    echo $! >"$SB/replicator-$n.pid"
+  done
+  for i in "${!NODES[@]}"; do
+    n=${NODES[$i]}
+    local ok=0 j
+    for j in $(seq 1 100); do
+      if port_in_use "${REPL_PORT[$i]}"; then ok=1; break; fi
+      pid_alive "$(cat "$SB/replicator-$n.pid")" || break
+      sleep 0.1
+    done
+    [ $ok -eq 1 ] || { cat "$SB/replicator-$n.log" >&2; die "carbide-replicator for $n did not start"; }
+  done
+}
+
 # --- config ------------------------------------------------------------------
 
 write_config() {
@@ -126,8 +149,8 @@ write_config() {
 up() {
   [ -f "$SB/carbide.toml" ] && die "a sandbox already exists in $SB (scripts/sandbox.sh down first)"
   ensure_packages "${CARBIDE_PACKAGES[@]}" || die "missing packages"
-  log "building carbide (release)"
-  cargo build --release --quiet
+  log "building carbide and carbide-replicator (release)"
+  cargo build --release --quiet --workspace --bins
   mkdir -p "$SB"
   DB_PORT=() REPL_PORT=() THL_PORT=() MGR_PORT=()
   RW_PORT=$(next_free_port 9306)
@@ -151,6 +174,7 @@ up() {
   done
   log "carbide validate --config sandbox/carbide.toml"
   target/release/carbide validate --config "$SB/carbide.toml" || die "validation failed (see above)"
+  start_replicators
   start_connector
   cat <<MSG
 
@@ -164,6 +188,12 @@ carbide sandbox is up (config: sandbox/carbide.toml, service 'sandbox').
     curl -s 127.0.0.1:${MGR_PORT[0]}/metrics
     curl -s -XPOST 127.0.0.1:${MGR_PORT[0]}/router/offline    (and /router/onhold, /router/online)
   Connector log: sandbox/carbide.log
+
+  Replicators (one per member; admin API ports ${REPL_PORT[*]}):
+    target/release/trepctl -port ${REPL_PORT[0]} status     (db1, master: binlog -> THL)
+    target/release/trepctl -port ${REPL_PORT[1]} qs         (db2)
+    target/release/thl list -conf sandbox/carbide.toml -member db1 -service sandbox
+  Replicator logs: sandbox/replicator-dbN.log
 
   Directly:
   MariaDB db1 (master, writable):  mariadb -h127.0.0.1 -P${DB_PORT[0]} -uapp -papp
@@ -182,6 +212,10 @@ status() {
   local n pid
   pid=$(cat "$SB/carbide.pid" 2>/dev/null || true)
   if pid_alive "$pid"; then echo "carbide connector running (pid $pid)"; else echo "carbide connector stopped"; fi
+  for n in "${NODES[@]}"; do
+    pid=$(cat "$SB/replicator-$n.pid" 2>/dev/null || true)
+    if pid_alive "$pid"; then echo "$n  carbide-replicator running (pid $pid)"; else echo "$n  carbide-replicator stopped"; fi
+  done
   for n in "${NODES[@]}"; do
     pid=$(cat "$SB/$n/mariadbd.pid" 2>/dev/null || true)
     if pid_alive "$pid"; then echo "$n  MariaDB running (pid $pid)"; else echo "$n  MariaDB stopped"; fi
@@ -205,6 +239,13 @@ down() {
   # (mariadbd.pid is ours; mysqld.pid is the server's own copy). The
   # connector goes first, so its sessions end before the servers do.
   [ -f "$SB/carbide.pid" ] && { log "stopping the connector (pid $(cat "$SB/carbide.pid"))"; stop_pidfile "$SB/carbide.pid"; rm -f "$SB/carbide.pid"; }
+  # then the replicators, before the servers they read from and write to
+  for f in "$SB"/replicator-*.pid; do
+    [ -f "$f" ] || continue
+    log "stopping pid $(cat "$f") ($f)"
+    stop_pidfile "$f"
+    rm -f "$f"
+  done
   while IFS= read -r f; do
     log "stopping pid $(cat "$f") ($f)"
     stop_pidfile "$f"

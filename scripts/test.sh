@@ -16,4 +16,4 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo test --workspace $*"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the connector for a dataservice: the read-write and read-only
-    /// MySQL listeners, and the admin API (/metrics, /status,
+    /// Run the connector for a dataservice.
+    ///
+    /// Opens the read-write and read-only MySQL listeners, and the admin API (/metrics, /status,
     /// POST /router/online|offline|onhold) on the member's manager address.
     /// The routing table comes from the config (the `master` member is the
     /// primary) and is re-read on SIGHUP. SIGTERM stops accepting and lets
@@ -47,8 +48,9 @@ enum Command {
         #[arg(long)]
         admin: Option<carbide_config::HostPort>,
     },
-    /// Write a self-signed CA and a server certificate signed by it (PEM):
-    /// ca.pem, ca.key, server.pem, server.key in DIR. For sandboxes and
+    /// Write a self-signed CA and server certificate for trying out TLS.
+    ///
+    /// Writes ca.pem, ca.key, server.pem, server.key (PEM) in DIR. For sandboxes and
     /// tests; use your own PKI in production.
     TlsCerts {
         /// Directory to write to (created if missing).
@@ -59,8 +61,9 @@ enum Command {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
-    /// Check a dataservice before starting carbide on it: every member's
-    /// MariaDB reachable with the configured credentials, binary log on in
+    /// Check a dataservice before starting carbide on it.
+    ///
+    /// Checks every member's MariaDB: reachable with the configured credentials, binary log on in
     /// ROW format with FULL row images, unique server_id, the privileges the
     /// manager and replicator need, clock skew, free listen ports and a
     /// writable THL directory on this host. Prints one OK/WARN/ERROR line

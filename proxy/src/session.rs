@@ -451,7 +451,12 @@ async fn handshake(
         let Stream::Plain(tcp) = client else {
             return Err(HandshakeEnd::Closed);
         };
-        client = match acceptor.accept(tcp).await {
+        // the ClientHello may already sit behind the SSLRequest in our buffer
+        let early = std::mem::take(&mut creader.buf);
+        client = match acceptor
+            .accept(crate::stream::Prefixed::new(early, tcp))
+            .await
+        {
             Ok(s) => Stream::TlsServer(Box::new(s)),
             Err(e) => {
                 return Err(client_err(

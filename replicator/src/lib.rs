@@ -8,5 +8,7 @@
 pub mod thl;
 
 pub mod admin;
+pub mod apply;
 pub mod daemon;
 pub mod extract;
+pub mod transfer;

@@ -2,15 +2,18 @@
 //!
 //! Reads one dataservice config per `--config` (one service each), serves
 //! the member named by `--member`: a `master` member extracts its local
-//! MariaDB's binlog into the THL; other roles stay OFFLINE:NORMAL in this
-//! version. The admin API (see `trepctl`) listens on the member's
-//! `replicator` address of the first config. SIGTERM/SIGINT take every
+//! MariaDB's binlog into the THL; a `slave` or `relay` member pulls THL from
+//! the config's master member and applies it to its local MariaDB. Every
+//! service serves its THL to replicas on the member's `thl` address. The
+//! admin API (see `trepctl`) listens on the member's `replicator` address
+//! of the first config. SIGTERM/SIGINT take every
 //! service offline at a transaction boundary, then exit.
 
 use carbide_replicator::admin::{router, AppState};
 use carbide_replicator::daemon::{Service, ServiceSpec, State};
 use carbide_replicator::extract::{ExtractorConfig, SourceOpts, StartPosition};
 use carbide_replicator::thl::{FsyncPolicy, WriterConfig};
+use carbide_replicator::transfer::{serve, ServerConfig};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,13 +44,17 @@ struct Args {
     /// THL segment size in MiB.
     #[arg(long, default_value_t = 100)]
     segment_mb: u64,
-    /// Leave services OFFLINE at start (default: a master goes online).
+    /// Leave services OFFLINE at start (default: masters, slaves and
+    /// relays go online).
     #[arg(long)]
     no_auto_online: bool,
     /// server_id to register with the database as a replication client
     /// (default 1000000000 + the database port).
     #[arg(long)]
     replica_server_id: Option<u32>,
+    /// Applier: most transactions applied in one database commit.
+    #[arg(long, default_value_t = 100)]
+    block_commit: usize,
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
         },
     };
     let mut specs = Vec::new();
+    let mut thl_listen = Vec::new();
     let mut listen = None;
     for path in &args.config {
         let cfg = match carbide_config::Config::load(path) {
@@ -109,7 +117,15 @@ fn main() -> ExitCode {
                 cfg.service.name
             ));
         }
+        let master_thl = cfg
+            .members
+            .iter()
+            .find(|o| o.role == carbide_config::Role::Master && o.name != m.name)
+            .map(|o| format!("{}:{}", o.thl.host, o.thl.port));
+        thl_listen.push(format!("{}:{}", m.thl.host, m.thl.port));
         specs.push(ServiceSpec {
+            master_thl,
+            block_commit: args.block_commit.max(1),
             name: cfg.service.name.clone(),
             role: m.role,
             member: m.name.clone(),
@@ -154,10 +170,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(specs, listen, !args.no_auto_online))
+    rt.block_on(run(specs, thl_listen, listen, !args.no_auto_online))
 }
 
-async fn run(specs: Vec<ServiceSpec>, listen: String, auto_online: bool) -> ExitCode {
+async fn run(
+    specs: Vec<ServiceSpec>,
+    thl_listen: Vec<String>,
+    listen: String,
+    auto_online: bool,
+) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -165,9 +186,30 @@ async fn run(specs: Vec<ServiceSpec>, listen: String, auto_online: bool) -> Exit
             return ExitCode::from(64);
         }
     };
+    let heartbeat = specs
+        .first()
+        .map_or(Duration::from_secs(1), |s| s.extractor.heartbeat_period);
     let services: Vec<Arc<Service>> = specs.into_iter().map(Service::new).collect();
+    let (stop_thl, stop_rx) = tokio::sync::watch::channel(false);
+    for (s, addr) in services.iter().zip(&thl_listen) {
+        let l = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("carbide-replicator: cannot listen on {addr} (THL): {e}");
+                return ExitCode::from(64);
+            }
+        };
+        let cfg = ServerConfig {
+            service: s.name().to_string(),
+            member: s.member().to_string(),
+            thl_dir: s.thl_dir().to_path_buf(),
+            heartbeat: heartbeat.max(Duration::from_millis(100)),
+        };
+        tracing::info!(service = s.name(), %addr, "THL server listening");
+        tokio::spawn(serve(l, cfg, s.thl_watch(), stop_rx.clone()));
+    }
     for s in &services {
-        if auto_online && s.status().role == "master" {
+        if auto_online && matches!(s.status().role.as_str(), "master" | "slave" | "relay") {
             if let Err(e) = s.online() {
                 tracing::warn!(service = s.name(), error = %e, "auto online");
             }
@@ -193,6 +235,7 @@ async fn run(specs: Vec<ServiceSpec>, listen: String, auto_online: bool) -> Exit
         eprintln!("carbide-replicator: admin API: {e}");
     }
     tracing::info!("shutting down: taking services offline");
+    let _ = stop_thl.send(true);
     for s in &services {
         let _ = s.offline(None);
     }

@@ -10,9 +10,12 @@
 //! the latest progress.
 
 use super::state::{Action, Input, Machine, State};
+use crate::apply::{self, ApplierConfig, ApplyProgress};
 use crate::extract::source::{self, Stopped};
 use crate::extract::{service_schema, ExtractError, ExtractorConfig, Progress, StopRequest};
 use crate::thl::now_us;
+use crate::thl::{DurableWatch, ThlWriter};
+use crate::transfer::{self, ClientConfig, ClientProgress, ThlHub};
 use carbide_config::Role;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
@@ -67,8 +70,14 @@ pub struct ServiceSpec {
     pub member: String,
     /// THL server address (`thl://host:port/`).
     pub thl_uri: String,
-    /// Extractor settings (master role).
+    /// Extractor settings (master role); its `source` is also the local
+    /// database the applier writes to, and its THL directory and writer
+    /// settings are the service's.
     pub extractor: ExtractorConfig,
+    /// The master's THL server `host:port` (slave and relay roles).
+    pub master_thl: Option<String>,
+    /// Applier: most transactions per database commit.
+    pub block_commit: usize,
 }
 
 struct Inner {
@@ -76,6 +85,8 @@ struct Inner {
     since: Instant,
     stop: Option<watch::Sender<StopRequest>>,
     progress: watch::Receiver<Progress>,
+    client: watch::Receiver<ClientProgress>,
+    apply: watch::Receiver<ApplyProgress>,
 }
 
 /// A running service.
@@ -85,6 +96,8 @@ pub struct Service {
     inner: Mutex<Inner>,
     /// Bumped on every state change (tests and `trepctl wait` poll it).
     changes: watch::Sender<u64>,
+    /// The durable position of the open THL writer (for the THL server).
+    hub: ThlHub,
 }
 
 /// Errors of service commands.
@@ -111,16 +124,34 @@ impl Service {
                 since: Instant::now(),
                 stop: None,
                 progress,
+                client: watch::channel(ClientProgress::default()).1,
+                apply: watch::channel(ApplyProgress::default()).1,
             }),
             spec,
             started: Instant::now(),
             changes: watch::channel(0).0,
+            hub: watch::channel(None).0,
         })
     }
 
     /// Service name.
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The durable position of the service's open THL writer, if any.
+    pub fn thl_watch(&self) -> watch::Receiver<Option<DurableWatch>> {
+        self.hub.subscribe()
+    }
+
+    /// This member's name.
+    pub fn member(&self) -> &str {
+        &self.spec.member
+    }
+
+    /// The THL directory.
+    pub fn thl_dir(&self) -> &std::path::Path {
+        &self.spec.extractor.thl_dir
     }
 
     /// A receiver bumped at every state change.
@@ -155,6 +186,15 @@ impl Service {
                     g.stop = Some(stop_tx);
                     g.progress = prx.clone();
                     self.spawn_extractor(stop_rx, ptx, prx);
+                }
+                Action::StartSlave => {
+                    let (stop_tx, stop_rx) = watch::channel(StopRequest::Run);
+                    let (ctx, crx) = watch::channel(ClientProgress::default());
+                    let (atx, arx) = watch::channel(ApplyProgress::default());
+                    g.stop = Some(stop_tx);
+                    g.client = crx.clone();
+                    g.apply = arx;
+                    self.spawn_slave(stop_rx, ctx, crx, atx);
                 }
             }
         }
@@ -200,7 +240,7 @@ impl Service {
                 let res: Result<Stopped, ExtractError> = match rt {
                     Ok(rt) => {
                         let last = ptx.subscribe();
-                        let r = rt.block_on(source::run(cfg, stop, ptx));
+                        let r = rt.block_on(source::run_published(cfg, stop, ptx, Some(&me.hub)));
                         drop(last);
                         r
                     }
@@ -229,6 +269,134 @@ impl Service {
         }
     }
 
+    fn watch_connected(self: &Arc<Self>, mut rx: watch::Receiver<ClientProgress>) {
+        let watcher = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut was = false;
+            loop {
+                let now = rx.borrow_and_update().connected;
+                if now != was {
+                    was = now;
+                    let _ = watcher.input(if now {
+                        Input::Connected
+                    } else {
+                        Input::Disconnected
+                    });
+                }
+                watcher.changes.send_modify(|n| *n += 1);
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn spawn_slave(
+        self: &Arc<Self>,
+        stop: watch::Receiver<StopRequest>,
+        ctx: watch::Sender<ClientProgress>,
+        crx: watch::Receiver<ClientProgress>,
+        atx: watch::Sender<ApplyProgress>,
+    ) {
+        self.watch_connected(crx);
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("slave-{}", self.spec.name))
+            .spawn(move || {
+                let input = match me.run_slave(stop, ctx, atx) {
+                    Ok(()) => Input::Stopped,
+                    Err(error) => {
+                        tracing::error!(service = %me.spec.name, %error, "replica pipeline failed");
+                        let a = me.lock().apply.borrow().clone();
+                        Input::Failed {
+                            error,
+                            seqno: a.applied_seqno,
+                            eventid: a.applied_eventid,
+                        }
+                    }
+                };
+                let _ = me.input(input);
+            });
+        if let Err(e) = spawned {
+            let _ = self.input(Input::Failed {
+                error: format!("cannot start the replica thread: {e}"),
+                seqno: None,
+                eventid: None,
+            });
+        }
+    }
+
+    /// The replica pipeline: THL client → THL → applier → local database.
+    /// Runs on its own thread until stopped or failed.
+    fn run_slave(
+        self: &Arc<Self>,
+        stop: watch::Receiver<StopRequest>,
+        ctx: watch::Sender<ClientProgress>,
+        atx: watch::Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        let ex = &self.spec.extractor;
+        let master = self.spec.master_thl.clone().ok_or_else(|| {
+            "no master THL address: this slave has no master member in its config".to_string()
+        })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let mut writer =
+            ThlWriter::open(&ex.thl_dir, ex.writer.clone()).map_err(|e| e.to_string())?;
+        let durable = writer.durable_watch();
+        self.hub.send_replace(Some(durable.clone()));
+        let (kill_tx, kill_rx) = watch::channel(false);
+        let kill_tx = Arc::new(kill_tx);
+        let acfg = ApplierConfig {
+            service: self.spec.name.clone(),
+            target: ex.source.clone(),
+            thl_dir: ex.thl_dir.clone(),
+            block_commit: self.spec.block_commit,
+        };
+        let astop = stop.clone();
+        let akill = Arc::clone(&kill_tx);
+        let applier = std::thread::Builder::new()
+            .name(format!("apply-{}", self.spec.name))
+            .spawn(move || {
+                let r = apply::run_blocking(&acfg, durable, astop, &atx);
+                akill.send_replace(true);
+                r
+            })
+            .map_err(|e| format!("cannot start the applier thread: {e}"))?;
+        let ccfg = ClientConfig {
+            service: self.spec.name.clone(),
+            member: self.spec.member.clone(),
+            master: master.clone(),
+            read_timeout: ex.heartbeat_period.max(Duration::from_millis(500)) * 6,
+            connect_timeout: ex.source.connect_timeout,
+        };
+        let client = rt.block_on(async {
+            let fwd_kill = Arc::clone(&kill_tx);
+            let mut fwd_stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    if *fwd_stop.borrow_and_update() == StopRequest::Now {
+                        fwd_kill.send_replace(true);
+                    }
+                    if fwd_stop.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            transfer::client::run(&ccfg, &mut writer, kill_rx, &ctx).await
+        });
+        ctx.send_modify(|p| p.connected = false);
+        let close = writer.close();
+        self.hub.send_replace(None);
+        let applied = applier
+            .join()
+            .map_err(|_| "the applier thread panicked".to_string())?;
+        applied.map_err(|e| e.to_string())?;
+        client.map_err(|e| format!("THL from {master}: {e}"))?;
+        close.map_err(|e| e.to_string())
+    }
+
     /// `trepctl online`.
     pub fn online(self: &Arc<Self>) -> Result<(), CommandError> {
         self.input(Input::Online)
@@ -255,6 +423,44 @@ impl Service {
 
     /// Status snapshot.
     pub fn status(&self) -> Status {
+        let mut st = self.base_status();
+        let g = self.lock();
+        if matches!(g.machine.role(), Role::Slave | Role::Relay) {
+            let c = g.client.borrow().clone();
+            let a = g.apply.borrow().clone();
+            let uri = self
+                .spec
+                .master_thl
+                .as_ref()
+                .map_or(String::new(), |m| format!("thl://{m}/"));
+            st.applied_last_seqno = a.applied_seqno.map_or(-1, |s| s as i64);
+            st.applied_last_event_id = a.applied_eventid.unwrap_or_else(|| "NONE".into());
+            st.applied_latency = if a.source_tstamp_us > 0 {
+                a.applied_latency
+            } else {
+                -1.0
+            };
+            st.relative_latency = if a.source_tstamp_us > 0 {
+                ((now_us() - a.source_tstamp_us) as f64 / 1e6).max(0.0)
+            } else {
+                -1.0
+            };
+            st.minimum_stored_seq_no = c.min_seqno.map_or(-1, |s| s as i64);
+            st.maximum_stored_seq_no = c.last_seqno.map_or(-1, |s| s as i64);
+            st.latest_epoch_number = c.last_epoch.map_or(-1, |s| s as i64);
+            st.pipeline_source = uri.clone();
+            st.master_connect_uri = uri;
+            st.current_event_id = "NONE".into();
+            st.pending_exception_message = c.last_error.unwrap_or_else(|| "NONE".into());
+            st.events_extracted = 0;
+            st.transactions_extracted = c.transactions;
+            st.bytes_extracted = c.bytes;
+            st.last_heartbeat = "NONE".into();
+        }
+        st
+    }
+
+    fn base_status(&self) -> Status {
         let g = self.lock();
         let p = g.progress.borrow().clone();
         let m = &g.machine;
@@ -318,6 +524,11 @@ impl Service {
     /// until the extractor has stored it. Returns (seqno, latency seconds
     /// from the source commit to the THL).
     pub async fn heartbeat(&self, name: &str) -> Result<(u64, f64), CommandError> {
+        if self.lock().machine.role() != Role::Master {
+            return Err(CommandError::Rejected(
+                "heartbeat is inserted on the master; run it there".into(),
+            ));
+        }
         if self.state() != State::Online {
             return Err(CommandError::Rejected(format!(
                 "heartbeat needs the service ONLINE; it is {}",

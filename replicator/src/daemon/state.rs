@@ -79,6 +79,8 @@ pub enum Input {
 pub enum Action {
     /// Start the extractor (master role).
     StartExtractor,
+    /// Start the THL client and the applier (slave and relay roles).
+    StartSlave,
     /// Ask the running extractor to stop.
     Stop(StopRequest),
     /// Refuse the command with this message.
@@ -145,13 +147,16 @@ impl Machine {
             Input::Online => match self.state {
                 Online | GoingOnline => Vec::new(),
                 OfflineNormal | OfflineError => {
-                    if self.role != Role::Master {
-                        return vec![Action::Reject(format!(
-                            "cannot go online: role is {}; only the master role (extraction) \
-                             is available in this version",
-                            self.role.as_str()
-                        ))];
-                    }
+                    let start = match self.role {
+                        Role::Master => Action::StartExtractor,
+                        Role::Slave | Role::Relay => Action::StartSlave,
+                        other => {
+                            return vec![Action::Reject(format!(
+                                "cannot go online: role {} has no replication pipeline",
+                                other.as_str()
+                            ))]
+                        }
+                    };
                     if self.running {
                         return vec![Action::Reject(
                             "the extractor is still stopping; try again".into(),
@@ -161,7 +166,7 @@ impl Machine {
                     self.pending = None;
                     self.offline_at = None;
                     self.running = true;
-                    vec![Action::StartExtractor]
+                    vec![start]
                 }
             },
             Input::Offline => {
@@ -282,8 +287,11 @@ mod tests {
     }
 
     #[test]
-    fn slave_role_cannot_go_online_yet() {
+    fn slave_role_starts_the_slave_pipeline() {
         let mut m = Machine::new(Role::Slave);
+        assert_eq!(m.handle(Input::Online), vec![Action::StartSlave]);
+        assert_eq!(m.state(), State::GoingOnline);
+        let mut m = Machine::new(Role::Witness);
         assert!(matches!(m.handle(Input::Online)[0], Action::Reject(_)));
         assert_eq!(m.state(), State::OfflineNormal);
     }

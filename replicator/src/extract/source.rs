@@ -170,10 +170,37 @@ struct State<'a> {
 /// Runs the extractor until stopped or a non-transient error.
 pub async fn run(
     cfg: ExtractorConfig,
-    mut stop: watch::Receiver<StopRequest>,
+    stop: watch::Receiver<StopRequest>,
     progress: watch::Sender<Progress>,
 ) -> Result<Stopped> {
+    run_published(cfg, stop, progress, None).await
+}
+
+/// [`run`], publishing the writer's durable position on `hub` while it is
+/// open (for the THL server).
+pub async fn run_published(
+    cfg: ExtractorConfig,
+    mut stop: watch::Receiver<StopRequest>,
+    progress: watch::Sender<Progress>,
+    hub: Option<&crate::transfer::ThlHub>,
+) -> Result<Stopped> {
     let writer = ThlWriter::open(&cfg.thl_dir, cfg.writer.clone())?;
+    if let Some(h) = hub {
+        h.send_replace(Some(writer.durable_watch()));
+    }
+    let r = run_open(&cfg, writer, &mut stop, &progress).await;
+    if let Some(h) = hub {
+        h.send_replace(None);
+    }
+    r
+}
+
+async fn run_open(
+    cfg: &ExtractorConfig,
+    writer: ThlWriter,
+    stop: &mut watch::Receiver<StopRequest>,
+    progress: &watch::Sender<Progress>,
+) -> Result<Stopped> {
     let resume = resume_from_thl(&writer)?;
     let min_seqno = ThlReader::open(&cfg.thl_dir)?.first_seqno();
     let ident = Identity {
@@ -190,11 +217,11 @@ pub async fn run(
     let start = resume.start.clone().unwrap_or_else(|| cfg.start.clone());
     tracing::info!(service = %cfg.service, next_seqno = resume.next_seqno, start = ?start, "extractor starting");
     let mut st = State {
-        cfg: &cfg,
+        cfg,
         pipeline: Pipeline::new(ident, resume.next_seqno, BinlogPos::new("", 4), false),
         writer,
         start,
-        progress: &progress,
+        progress,
         pending: 0,
         batch_start: None,
         last_appended: None,
@@ -205,7 +232,7 @@ pub async fn run(
         if *stop.borrow() == StopRequest::Now {
             break Ok(());
         }
-        match st.session(&mut stop).await {
+        match st.session(stop).await {
             Ok(()) => break Ok(()),
             Err(e) if e.is_transient() => {
                 tracing::warn!(service = %cfg.service, error = %e, "source connection lost; retrying");
