@@ -167,7 +167,8 @@ up() {
     [ "$i" -eq 0 ] && ro=OFF
     log "starting MariaDB ${NODES[$i]} on 127.0.0.1:${DB_PORT[$i]} (read_only=$ro)"
     start_db "${NODES[$i]}" "${DB_PORT[$i]}" $((i + 1)) "$ro"
-    sql "${DB_PORT[$i]}" "CREATE USER IF NOT EXISTS 'tungsten'@'127.0.0.1' IDENTIFIED BY 'secret';
+    sql "${DB_PORT[$i]}" "SET sql_log_bin = 0;
+      CREATE USER IF NOT EXISTS 'tungsten'@'127.0.0.1' IDENTIFIED BY 'secret';
       GRANT ALL PRIVILEGES ON *.* TO 'tungsten'@'127.0.0.1' WITH GRANT OPTION;
       CREATE USER IF NOT EXISTS 'app'@'127.0.0.1' IDENTIFIED BY 'app';
       GRANT ALL PRIVILEGES ON *.* TO 'app'@'127.0.0.1';"

@@ -303,14 +303,19 @@ async fn trepctl_drives_the_daemon() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("wait timed out after 1s"));
     let dead = trepctl(free_port(), &["status"]);
     assert!(String::from_utf8_lossy(&dead.stderr).contains("cannot connect to the replicator"));
-    // a slave member stays offline and says why it cannot go online
+    // a slave member whose database is down stops in OFFLINE:ERROR naming it
+    // (replica apply itself is tested in t12)
     let d2 = Daemon::start(&cfg, "db2", p2, &dir.path().join("db2.log"));
+    ok(p2, &["wait", "-state", "OFFLINE:ERROR", "-limit", "30"]);
     let st2 = status(p2);
-    assert_eq!(st2["state"], "OFFLINE:NORMAL");
     assert_eq!(st2["role"], "slave");
-    let on = trepctl(p2, &["online"]);
-    assert_eq!(on.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&on.stderr).contains("role is slave"));
+    assert!(
+        st2["pendingError"]
+            .as_str()
+            .unwrap()
+            .contains("applier database 127.0.0.1:"),
+        "{st2}"
+    );
     drop(d2);
     drop(d);
 }
@@ -442,4 +447,38 @@ async fn kill9_under_load_keeps_every_transaction_exactly_once() {
     assert_eq!(thl_gtids, server_gtids, "same transactions in binlog order");
     let epochs: std::collections::BTreeSet<u64> = txs.iter().map(|t| t.epoch).collect();
     assert!(epochs.len() >= 2, "restarts begin new epochs: {epochs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_from_event_starts_extraction_there() {
+    let db = MariaDb::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let cfg = write_config(dir.path(), &db, (p1, p2));
+    let _d = Daemon::start(&cfg, "db1", p1, &dir.path().join("db1.log"));
+    ok(p1, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    db.sql("CREATE DATABASE f; CREATE TABLE f.t (id INT PRIMARY KEY)")
+        .await;
+    for i in 0..5 {
+        db.sql(&format!("INSERT INTO f.t VALUES ({i})")).await;
+    }
+    wait_caught_up(&db, p1).await;
+    ok(p1, &["offline"]);
+    ok(p1, &["wait", "-state", "OFFLINE:NORMAL", "-limit", "30"]);
+    let (file, pos) = master_eventid_pos(&db).await;
+    ok(p1, &["reset", "-thl", "-y"]);
+    for i in 5..8 {
+        db.sql(&format!("INSERT INTO f.t VALUES ({i})")).await;
+    }
+    let bad = trepctl(p1, &["online", "-from-event", "nonsense"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected FILE:OFFSET"));
+    ok(p1, &["online", "-from-event", &format!("{file}:{pos}")]);
+    ok(p1, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    wait_caught_up(&db, p1).await;
+    let thl = dir.path().join("thl").join("db1").join("alpha");
+    let r = ThlReader::open(&thl).unwrap();
+    assert_eq!((r.first_seqno(), r.last_seqno()), (Some(0), Some(2)));
+    let first = r.get(0).unwrap().unwrap();
+    let shown = format!("{:?}", first.changes);
+    assert!(shown.contains("Int(5)"), "{shown}");
 }

@@ -1,9 +1,13 @@
-//! carbide-replicator: the replicator's storage and tools.
+//! carbide-replicator: the replicator daemon's library and tools.
 //!
-//! So far this crate holds the THL store ([`thl`]): the durable, ordered log
-//! of transactions the extractor writes and the applier and THL server read,
-//! and the library behind the `thl` command-line tool. The extractor, THL
-//! transfer and applier come in later issues.
+//! - [`thl`]: the THL store, the durable ordered log of transactions;
+//! - [`extract`]: the master side, binlog → THL;
+//! - [`transfer`]: THL transfer between replicators (server and client);
+//! - [`apply`]: the replica side, THL → SQL on the local database;
+//! - [`daemon`]: services, their state machine and runtime;
+//! - [`admin`]: the HTTP/JSON admin API `trepctl` talks to.
+//!
+//! The binaries are `carbide-replicator`, `trepctl`, `thl` and `dsctl`.
 
 pub mod thl;
 

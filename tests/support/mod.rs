@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod carbide;
+pub mod replicator;
 
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder};

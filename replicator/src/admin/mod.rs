@@ -9,7 +9,10 @@
 //! | GET | `/version` | `{"version": …}` |
 //! | GET | `/services` | name, role, state of each service |
 //! | GET | `/services/{s}/status` | [`crate::daemon::Status`] |
-//! | POST | `/services/{s}/online` | go online |
+//! | POST | `/services/{s}/online[?skip-seqno=N,M&until-seqno=N&from-event=ID]` | go online |
+//! | POST | `/services/{s}/setrole?role=R[&uri=thl://h:p/]` | change role (offline) |
+//! | POST | `/services/{s}/reset?thl=1&db=1` | remove THL / drop the catalog (offline) |
+//! | POST | `/services/{s}/purge` | kill other sessions on the local database |
 //! | POST | `/services/{s}/offline[?at-seqno=N]` | go offline (now, or deferred) |
 //! | POST | `/services/{s}/heartbeat[?name=N]` | heartbeat through the pipeline |
 //! | GET | `/metrics` | state, stored seqno, latency, events, bytes per service |
@@ -75,6 +78,9 @@ pub fn router(state: AppState) -> Router {
         .route("/services", get(services))
         .route("/services/{s}/status", get(status))
         .route("/services/{s}/online", post(online))
+        .route("/services/{s}/setrole", post(setrole))
+        .route("/services/{s}/reset", post(reset))
+        .route("/services/{s}/purge", post(purge))
         .route("/services/{s}/offline", post(offline))
         .route("/services/{s}/heartbeat", post(heartbeat))
         .route("/metrics", get(metrics))
@@ -112,12 +118,73 @@ async fn status(State(st): State<AppState>, Path(s): Path<String>) -> Response {
     }
 }
 
-async fn online(State(st): State<AppState>, Path(s): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct OnlineQuery {
+    #[serde(rename = "skip-seqno")]
+    skip_seqno: Option<String>,
+    #[serde(rename = "until-seqno")]
+    until_seqno: Option<String>,
+    #[serde(rename = "from-event")]
+    from_event: Option<String>,
+}
+
+async fn online(
+    State(st): State<AppState>,
+    Path(s): Path<String>,
+    Query(q): Query<OnlineQuery>,
+) -> Response {
     let svc = match st.find(&s) {
         Ok(svc) => svc,
         Err(r) => return *r,
     };
-    match svc.online() {
+    let mut skip = Vec::new();
+    for part in q.skip_seqno.iter().flat_map(|v| v.split(',')) {
+        match part.trim().parse::<u64>() {
+            Ok(n) => skip.push(n),
+            Err(_) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!("skip-seqno: '{part}' is not a number"),
+                )
+            }
+        }
+    }
+    let until = match q.until_seqno.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return err(StatusCode::BAD_REQUEST, "until-seqno: not a number"),
+    };
+    let r = if skip.is_empty() && until.is_none() && q.from_event.is_none() {
+        svc.online()
+    } else {
+        svc.online_with(skip, until, q.from_event.as_deref())
+    };
+    match r {
+        Ok(()) => Json(svc.status()).into_response(),
+        Err(e) => command_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetroleQuery {
+    role: String,
+    uri: Option<String>,
+}
+
+async fn setrole(
+    State(st): State<AppState>,
+    Path(s): Path<String>,
+    Query(q): Query<SetroleQuery>,
+) -> Response {
+    let svc = match st.find(&s) {
+        Ok(svc) => svc,
+        Err(r) => return *r,
+    };
+    let role: carbide_config::Role = match q.role.parse() {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("setrole: {e}")),
+    };
+    match svc.setrole(role, q.uri.as_deref()) {
         Ok(()) => Json(svc.status()).into_response(),
         Err(e) => command_error(e),
     }
@@ -153,6 +220,40 @@ async fn offline(
     };
     match svc.offline(at) {
         Ok(()) => Json(svc.status()).into_response(),
+        Err(e) => command_error(e),
+    }
+}
+
+async fn reset(
+    State(st): State<AppState>,
+    Path(s): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let svc = match st.find(&s) {
+        Ok(svc) => svc,
+        Err(r) => return *r,
+    };
+    let on = |k: &str| q.get(k).is_some_and(|v| v == "1" || v == "true");
+    let (thl, db) = (on("thl"), on("db"));
+    if !thl && !db {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "reset: say what: thl=1 and/or db=1",
+        );
+    }
+    match svc.reset(thl, db).await {
+        Ok(done) => Json(serde_json::json!({ "done": done })).into_response(),
+        Err(e) => command_error(e),
+    }
+}
+
+async fn purge(State(st): State<AppState>, Path(s): Path<String>) -> Response {
+    let svc = match st.find(&s) {
+        Ok(svc) => svc,
+        Err(r) => return *r,
+    };
+    match svc.purge().await {
+        Ok(n) => Json(serde_json::json!({ "killed": n })).into_response(),
         Err(e) => command_error(e),
     }
 }

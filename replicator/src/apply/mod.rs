@@ -10,7 +10,10 @@
 //! `block_commit`, goes into one database transaction together with the
 //! `trep_commit_seqno` update for the last of them, so a restart resumes
 //! exactly once. Transactions with statements (DDL) are applied in a block
-//! of their own. SQL comes from `sql.rs` (pure). Any failure stops the run
+//! of their own. Row changes of a block are sent as one multi-statement
+//! query (one round trip); a block that fails is rolled back and replayed
+//! statement by statement to name the failing seqno and statement. SQL
+//! comes from `sql.rs` (pure). Any failure stops the run
 //! with an error naming the seqno, the statement and the server's error;
 //! nothing is skipped.
 
@@ -35,6 +38,12 @@ pub struct ApplierConfig {
     pub thl_dir: PathBuf,
     /// Most transactions applied in one database transaction.
     pub block_commit: usize,
+    /// This member's name: transactions extracted here (source id equal to
+    /// it, e.g. after a role change) are already in the database and are
+    /// only recorded as applied.
+    pub member: String,
+    /// Seqnos to record as applied without applying (`online -skip-seqno`).
+    pub skip: Vec<u64>,
 }
 
 /// Published after every applied block.
@@ -52,6 +61,8 @@ pub struct ApplyProgress {
     pub source_tstamp_us: i64,
     /// Transactions applied by this run.
     pub transactions: u64,
+    /// Seqno and eventid of the transaction that stopped the applier.
+    pub failed: Option<(u64, String)>,
 }
 
 /// Why the applier stopped with an error.
@@ -77,9 +88,38 @@ pub enum ApplyError {
         /// The server's error.
         error: String,
     },
+    /// The connection to the local database broke while applying (the
+    /// open transaction was rolled back by the server; retried).
+    #[error("applier lost its database {addr} at seqno {seqno}: {error}")]
+    Lost {
+        /// Address.
+        addr: String,
+        /// Seqno being applied.
+        seqno: u64,
+        /// Error.
+        error: String,
+    },
     /// Reading the THL failed.
     #[error("applier THL: {0}")]
     Thl(#[from] ThlError),
+}
+
+impl ApplyError {
+    /// Eventid of the transaction that failed, if known.
+    pub fn eventid(&self) -> Option<&str> {
+        match self {
+            ApplyError::Apply { eventid, .. } => Some(eventid),
+            _ => None,
+        }
+    }
+
+    /// Seqno of the transaction that failed, if one did.
+    pub fn seqno(&self) -> Option<u64> {
+        match self {
+            ApplyError::Apply { seqno, .. } | ApplyError::Lost { seqno, .. } => Some(*seqno),
+            _ => None,
+        }
+    }
 }
 
 /// Where a replica stands, from `trep_commit_seqno`.
@@ -92,6 +132,9 @@ pub struct Position {
     /// Its epoch.
     pub epoch: i64,
 }
+
+/// Largest multi-statement query the applier sends in one go.
+pub const BATCH_BYTES: usize = 4 << 20;
 
 /// `CREATE TABLE` of `trep_commit_seqno` (Tungsten's columns).
 pub fn trep_commit_seqno_ddl(schema: &str) -> String {
@@ -181,7 +224,17 @@ impl Applier<'_> {
         let Some(last) = block.last() else {
             return Ok(());
         };
-        let r = self.try_block(block, last).await;
+        // Row changes go as one multi-statement query per block (one round
+        // trip); if that fails on a server error, the block is rolled back
+        // and applied again statement by statement to name the culprit.
+        let batch = !block
+            .iter()
+            .any(|tx| tx.changes.iter().any(sql::is_statement));
+        let mut r = self.try_block(block, last, batch).await;
+        if batch && matches!(r, Err(ApplyError::Apply { .. })) {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            r = self.try_block(block, last, false).await;
+        }
         if r.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
             let _ = self.conn.query_drop(sql::SESSION_SETUP).await;
@@ -189,12 +242,60 @@ impl Applier<'_> {
         r
     }
 
-    async fn try_block(&mut self, block: &[ThlEvent], last: &ThlEvent) -> Result<(), ApplyError> {
-        self.conn
-            .query_drop("BEGIN")
-            .await
-            .map_err(|e| self.db_err(e))?;
+    /// Row changes of the block as `;`-separated statements, flushed to the
+    /// server every `BATCH_BYTES`.
+    async fn batch_rows(&mut self, block: &[ThlEvent], last: &ThlEvent) -> Result<(), ApplyError> {
+        let mut buf: Vec<u8> = Vec::new();
         for tx in block {
+            if tx.source_id == self.cfg.member || self.cfg.skip.contains(&tx.seqno) {
+                continue;
+            }
+            for c in &tx.changes {
+                let stmts = sql::change_sql(c).map_err(|e| ApplyError::Apply {
+                    seqno: tx.seqno,
+                    eventid: tx.eventid.clone(),
+                    statement: String::new(),
+                    error: e.0,
+                })?;
+                for q in stmts {
+                    if !buf.is_empty() {
+                        buf.push(b';');
+                    }
+                    buf.extend_from_slice(&q);
+                    if buf.len() >= BATCH_BYTES {
+                        if let Err(e) = self.conn.query_drop(buf.as_slice()).await {
+                            return Err(self.failed(e, last, "(batch)".into()));
+                        }
+                        buf.clear();
+                    }
+                }
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = self.conn.query_drop(buf.as_slice()).await {
+                return Err(self.failed(e, last, "(batch)".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_block(
+        &mut self,
+        block: &[ThlEvent],
+        last: &ThlEvent,
+        batch: bool,
+    ) -> Result<(), ApplyError> {
+        if let Err(e) = self.conn.query_drop("BEGIN").await {
+            return Err(self.failed(e, last, "BEGIN".into()));
+        }
+        if batch {
+            self.batch_rows(block, last).await?;
+        }
+        for tx in block.iter().filter(|_| !batch) {
+            if tx.source_id == self.cfg.member || self.cfg.skip.contains(&tx.seqno) {
+                tracing::info!(seqno = tx.seqno, source = %tx.source_id, "not applying (own or skipped)");
+                continue;
+            }
             let mut statements = false;
             for c in &tx.changes {
                 statements |= sql::is_statement(c);
@@ -205,13 +306,16 @@ impl Applier<'_> {
                     error: e.0,
                 })?;
                 for q in stmts {
-                    if let Err(e) = self.conn.query_drop(q.as_slice()).await {
-                        return Err(ApplyError::Apply {
-                            seqno: tx.seqno,
-                            eventid: tx.eventid.clone(),
-                            statement: truncate(&q),
-                            error: e.to_string(),
-                        });
+                    let r = self.conn.query_drop(q.as_slice()).await;
+                    // CREATE/DROP DATABASE are logged with the database they
+                    // name as their default schema, which may not exist here.
+                    let unknown_db =
+                        matches!(&r, Err(mysql_async::Error::Server(se)) if se.code == 1049);
+                    if unknown_db && q.starts_with(b"USE ") {
+                        continue;
+                    }
+                    if let Err(e) = r {
+                        return Err(self.failed(e, tx, truncate(&q)));
                     }
                 }
             }
@@ -247,27 +351,40 @@ impl Applier<'_> {
             ext.into(),
         ]);
         if let Err(e) = self.conn.exec_drop(q.as_str(), params).await {
-            return Err(ApplyError::Apply {
-                seqno: last.seqno,
-                eventid: last.eventid.clone(),
-                statement: q,
-                error: e.to_string(),
-            });
+            return Err(self.failed(e, last, q));
         }
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| ApplyError::Apply {
-                seqno: last.seqno,
-                eventid: last.eventid.clone(),
-                statement: "COMMIT".into(),
+        match self.conn.query_drop("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failed(e, last, "COMMIT".into())),
+        }
+    }
+
+    /// A server error is the transaction's fault; anything else (IO,
+    /// driver) means the connection is gone.
+    fn failed(&self, e: mysql_async::Error, tx: &ThlEvent, statement: String) -> ApplyError {
+        match e {
+            mysql_async::Error::Server(_) => ApplyError::Apply {
+                seqno: tx.seqno,
+                eventid: tx.eventid.clone(),
+                statement,
                 error: e.to_string(),
-            })
+            },
+            other => ApplyError::Lost {
+                addr: self.cfg.target.addr(),
+                seqno: tx.seqno,
+                error: other.to_string(),
+            },
+        }
     }
 }
 
 /// Applies the THL until the writer closes, `stop` asks (now, or once the
 /// given seqno is applied), or an error. Returns the last applied seqno.
+///
+/// A connection lost while applying is retried (reconnect, re-read the
+/// position from `trep_commit_seqno`, continue after it) with back-off for
+/// up to `LOST_DB_RETRY`; a database that cannot be reached at start or
+/// stays away longer ends the run with the error.
 pub fn run_blocking(
     cfg: &ApplierConfig,
     durable: DurableWatch,
@@ -281,6 +398,40 @@ pub fn run_blocking(
             addr: cfg.target.addr(),
             error: format!("cannot start a runtime: {e}"),
         })?;
+    let mut lost_since: Option<std::time::Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match session(&rt, cfg, &durable, &stop, progress, &mut lost_since) {
+            Err(e @ ApplyError::Lost { .. }) => {
+                tracing::warn!(service = %cfg.service, error = %e, "applier lost its database; retrying");
+                lost_since.get_or_insert_with(std::time::Instant::now);
+            }
+            Err(e @ ApplyError::Database { .. })
+                if lost_since.is_some_and(|t| t.elapsed() < LOST_DB_RETRY) =>
+            {
+                tracing::debug!(service = %cfg.service, error = %e, "database still away");
+            }
+            other => return other,
+        }
+        if *stop.borrow() == StopRequest::Now || durable.is_closed() {
+            return Ok(progress.borrow().applied_seqno);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How long the applier keeps reconnecting to a database it lost.
+pub const LOST_DB_RETRY: Duration = Duration::from_secs(60);
+
+fn session(
+    rt: &tokio::runtime::Runtime,
+    cfg: &ApplierConfig,
+    durable: &DurableWatch,
+    stop: &watch::Receiver<StopRequest>,
+    progress: &watch::Sender<ApplyProgress>,
+    lost_since: &mut Option<std::time::Instant>,
+) -> Result<Option<u64>, ApplyError> {
     let db_err = |e: String| ApplyError::Database {
         addr: cfg.target.addr(),
         error: e,
@@ -299,6 +450,7 @@ pub fn run_blocking(
             .map_err(db_err)?;
         Ok::<_, ApplyError>((conn, pos))
     })?;
+    *lost_since = None;
     let mut applier = Applier {
         cfg,
         conn,

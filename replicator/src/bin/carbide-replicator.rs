@@ -55,6 +55,16 @@ struct Args {
     /// Applier: most transactions applied in one database commit.
     #[arg(long, default_value_t = 100)]
     block_commit: usize,
+    /// Serve THL over TLS with this certificate chain (PEM; needs
+    /// --thl-tls-key).
+    #[arg(long, requires = "thl_tls_key")]
+    thl_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --thl-tls-cert.
+    #[arg(long, requires = "thl_tls_cert")]
+    thl_tls_key: Option<PathBuf>,
+    /// Pull THL from the master over TLS, trusting this CA bundle (PEM).
+    #[arg(long)]
+    thl_tls_ca: Option<PathBuf>,
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -126,6 +136,7 @@ fn main() -> ExitCode {
         specs.push(ServiceSpec {
             master_thl,
             block_commit: args.block_commit.max(1),
+            thl_tls_ca: args.thl_tls_ca.clone(),
             name: cfg.service.name.clone(),
             role: m.role,
             member: m.name.clone(),
@@ -170,7 +181,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(specs, thl_listen, listen, !args.no_auto_online))
+    let tls = match (&args.thl_tls_cert, &args.thl_tls_key) {
+        (Some(c), Some(k)) => match carbide_replicator::transfer::tls::acceptor(c, k) {
+            Ok(a) => Some(a),
+            Err(e) => return usage_error(format!("--thl-tls-cert/--thl-tls-key: {e}")),
+        },
+        _ => None,
+    };
+    if let Some(ca) = &args.thl_tls_ca {
+        if let Err(e) = carbide_replicator::transfer::tls::connector(ca) {
+            return usage_error(format!("--thl-tls-ca: {e}"));
+        }
+    }
+    rt.block_on(run(specs, thl_listen, listen, !args.no_auto_online, tls))
 }
 
 async fn run(
@@ -178,6 +201,7 @@ async fn run(
     thl_listen: Vec<String>,
     listen: String,
     auto_online: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
@@ -204,6 +228,7 @@ async fn run(
             member: s.member().to_string(),
             thl_dir: s.thl_dir().to_path_buf(),
             heartbeat: heartbeat.max(Duration::from_millis(100)),
+            tls: tls.clone(),
         };
         tracing::info!(service = s.name(), %addr, "THL server listening");
         tokio::spawn(serve(l, cfg, s.thl_watch(), stop_rx.clone()));

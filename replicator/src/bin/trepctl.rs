@@ -5,8 +5,12 @@
 //! trepctl [-host H] [-port P] [-service S] COMMAND [options]
 //!   status [-json]             all status fields
 //!   services [-json]           the services of the replicator
-//!   online                     take the service online
+//!   online [-skip-seqno N[,M…]] [-until-seqno N] [-from-event FILE:OFFSET]
+//!   setrole -role master|slave|relay [-uri thl://host:port/]
+//!   reset -all|-thl|-db -y     remove THL and/or the catalog (offline only)
+//!   purge -y                   kill other sessions on the local database
 //!   offline [-immediate] [-at-seqno N]
+//!   offline-deferred -at-seqno N
 //!   heartbeat [-name NAME]     a heartbeat through the pipeline; prints its latency
 //!   qs                         one-line quick status
 //!   wait -state S | -applied N [-limit SECONDS]
@@ -26,8 +30,18 @@ const USAGE: &str = "usage: trepctl [-host H] [-port P] [-service S] COMMAND [op
 commands:
   status [-json]                          show the service's status
   services [-json]                        list the replicator's services
-  online                                  take the service online
+  online [-skip-seqno N[,M]] [-until-seqno N] [-from-event FILE:OFFSET]
+                                          take the service online (a slave skips
+                                          the given seqnos; stop after seqno N; a
+                                          master extracts from that binlog event)
+  setrole -role master|slave|relay [-uri thl://host:port/]
+                                          change role while offline
+  reset -all|-thl|-db -y                  remove the THL and/or drop the catalog
+                                          schema (offline only)
+  purge -y                                kill every other session on the local
+                                          database (before a switch)
   offline [-immediate] [-at-seqno N]      take it offline (now, or after seqno N)
+  offline-deferred -at-seqno N            take it offline once seqno N is applied
   heartbeat [-name NAME]                  send a heartbeat through the pipeline
   qs                                      one-line quick status
   wait -state S | -applied N [-limit SECONDS]
@@ -46,6 +60,14 @@ struct Opts {
     state: Option<String>,
     applied: Option<u64>,
     limit: Option<u64>,
+    skip_seqno: Option<String>,
+    until_seqno: Option<u64>,
+    from_event: Option<String>,
+    role: Option<String>,
+    uri: Option<String>,
+    reset_thl: bool,
+    reset_db: bool,
+    yes: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -61,6 +83,14 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         state: None,
         applied: None,
         limit: None,
+        skip_seqno: None,
+        until_seqno: None,
+        from_event: None,
+        role: None,
+        uri: None,
+        reset_thl: false,
+        reset_db: false,
+        yes: false,
     };
     let mut it = args.iter();
     fn value<'a>(it: &mut std::slice::Iter<'a, String>, flag: &str) -> Result<&'a String, String> {
@@ -84,6 +114,24 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             (true, "state") => o.state = Some(value(&mut it, a)?.clone()),
             (true, "applied") => o.applied = Some(number(value(&mut it, a)?, a)?),
             (true, "limit") => o.limit = Some(number(value(&mut it, a)?, a)?),
+            (true, "skip-seqno") => {
+                let v = value(&mut it, a)?;
+                for part in v.split(',') {
+                    number::<u64>(part.trim(), a)?;
+                }
+                o.skip_seqno = Some(v.clone());
+            }
+            (true, "until-seqno") => o.until_seqno = Some(number(value(&mut it, a)?, a)?),
+            (true, "role") => o.role = Some(value(&mut it, a)?.clone()),
+            (true, "from-event") => o.from_event = Some(value(&mut it, a)?.clone()),
+            (true, "all") => {
+                o.reset_thl = true;
+                o.reset_db = true;
+            }
+            (true, "thl") => o.reset_thl = true,
+            (true, "db") => o.reset_db = true,
+            (true, "y") => o.yes = true,
+            (true, "uri") => o.uri = Some(value(&mut it, a)?.clone()),
             (true, "help" | "h") => return Err(String::new()),
             (true, _) => return Err(format!("unknown option {a}")),
             (false, cmd) if o.command.is_empty() => o.command = cmd.to_string(),
@@ -94,7 +142,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         "status",
         "services",
         "online",
+        "setrole",
         "offline",
+        "offline-deferred",
+        "reset",
+        "purge",
         "heartbeat",
         "qs",
         "wait",
@@ -108,6 +160,22 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     }
     if o.command == "wait" && o.state.is_none() == o.applied.is_none() {
         return Err("wait needs exactly one of -state S or -applied N".into());
+    }
+    if o.command == "setrole" {
+        match o.role.as_deref() {
+            Some("master" | "slave" | "relay") => {}
+            Some(r) => return Err(format!("setrole: -role '{r}': use master, slave or relay")),
+            None => return Err("setrole needs -role master|slave|relay".into()),
+        }
+    }
+    if o.command == "reset" && !o.reset_thl && !o.reset_db {
+        return Err("reset needs -all, -thl or -db".into());
+    }
+    if matches!(o.command.as_str(), "reset" | "purge") && !o.yes {
+        return Err(format!("{} is destructive: confirm with -y", o.command));
+    }
+    if o.command == "offline-deferred" && o.at_seqno.is_none() {
+        return Err("offline-deferred needs -at-seqno N".into());
     }
     if o.immediate && o.at_seqno.is_some() {
         return Err("offline: -immediate and -at-seqno exclude each other".into());
@@ -280,9 +348,61 @@ fn run(o: &Opts) -> Result<(), String> {
         }
         "online" => {
             let s = service(o)?;
-            call(o, "POST", &format!("/services/{s}/online"))?;
+            let mut q = Vec::new();
+            if let Some(v) = &o.skip_seqno {
+                q.push(format!("skip-seqno={}", v.replace(' ', "")));
+            }
+            if let Some(n) = o.until_seqno {
+                q.push(format!("until-seqno={n}"));
+            }
+            if let Some(e) = &o.from_event {
+                q.push(format!("from-event={}", url_escape(e)));
+            }
+            let path = if q.is_empty() {
+                format!("/services/{s}/online")
+            } else {
+                format!("/services/{s}/online?{}", q.join("&"))
+            };
+            call(o, "POST", &path)?;
         }
-        "offline" => {
+        "reset" => {
+            let s = service(o)?;
+            let v = call(
+                o,
+                "POST",
+                &format!(
+                    "/services/{s}/reset?thl={}&db={}",
+                    u8::from(o.reset_thl),
+                    u8::from(o.reset_db)
+                ),
+            )?;
+            for d in v
+                .get("done")
+                .and_then(|d| d.as_array())
+                .into_iter()
+                .flatten()
+            {
+                println!("{}", d.as_str().unwrap_or_default());
+            }
+        }
+        "purge" => {
+            let s = service(o)?;
+            let v = call(o, "POST", &format!("/services/{s}/purge"))?;
+            println!(
+                "killed {} session(s)",
+                v.get("killed").and_then(|k| k.as_u64()).unwrap_or(0)
+            );
+        }
+        "setrole" => {
+            let s = service(o)?;
+            let role = o.role.clone().unwrap_or_default();
+            let mut path = format!("/services/{s}/setrole?role={role}");
+            if let Some(u) = &o.uri {
+                path.push_str(&format!("&uri={}", url_escape(u)));
+            }
+            call(o, "POST", &path)?;
+        }
+        "offline" | "offline-deferred" => {
             let s = service(o)?;
             let path = match o.at_seqno {
                 Some(n) => format!("/services/{s}/offline?at-seqno={n}"),
@@ -349,6 +469,19 @@ fn run(o: &Opts) -> Result<(), String> {
         other => return Err(format!("unknown command '{other}'")),
     }
     Ok(())
+}
+
+/// Percent-encodes a query value.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

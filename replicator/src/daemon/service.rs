@@ -78,6 +78,9 @@ pub struct ServiceSpec {
     pub master_thl: Option<String>,
     /// Applier: most transactions per database commit.
     pub block_commit: usize,
+    /// Connect to the master's THL server with TLS, trusting this CA
+    /// bundle (PEM).
+    pub thl_tls_ca: Option<std::path::PathBuf>,
 }
 
 struct Inner {
@@ -87,6 +90,12 @@ struct Inner {
     progress: watch::Receiver<Progress>,
     client: watch::Receiver<ClientProgress>,
     apply: watch::Receiver<ApplyProgress>,
+    /// Master THL server `host:port` (slave, relay); `setrole -uri` sets it.
+    master_thl: Option<String>,
+    /// Seqnos the applier skips on its next run (`online -skip-seqno`).
+    skip: Vec<u64>,
+    /// Where the extractor starts on its next run (`online -from-event`).
+    from_event: Option<crate::extract::StartPosition>,
 }
 
 /// A running service.
@@ -126,6 +135,9 @@ impl Service {
                 progress,
                 client: watch::channel(ClientProgress::default()).1,
                 apply: watch::channel(ApplyProgress::default()).1,
+                master_thl: spec.master_thl.clone(),
+                skip: Vec::new(),
+                from_event: None,
             }),
             spec,
             started: Instant::now(),
@@ -185,7 +197,8 @@ impl Service {
                     let (ptx, prx) = watch::channel(Progress::default());
                     g.stop = Some(stop_tx);
                     g.progress = prx.clone();
-                    self.spawn_extractor(stop_rx, ptx, prx);
+                    let from = g.from_event.take();
+                    self.spawn_extractor(stop_rx, ptx, prx, from);
                 }
                 Action::StartSlave => {
                     let (stop_tx, stop_rx) = watch::channel(StopRequest::Run);
@@ -194,7 +207,9 @@ impl Service {
                     g.stop = Some(stop_tx);
                     g.client = crx.clone();
                     g.apply = arx;
-                    self.spawn_slave(stop_rx, ctx, crx, atx);
+                    let master = g.master_thl.clone();
+                    let skip = std::mem::take(&mut g.skip);
+                    self.spawn_slave(stop_rx, ctx, crx, atx, master, skip);
                 }
             }
         }
@@ -208,6 +223,7 @@ impl Service {
         stop: watch::Receiver<StopRequest>,
         ptx: watch::Sender<Progress>,
         mut prx: watch::Receiver<Progress>,
+        from_event: Option<crate::extract::StartPosition>,
     ) {
         let cfg = self.spec.extractor.clone();
         let me = Arc::clone(self);
@@ -240,7 +256,13 @@ impl Service {
                 let res: Result<Stopped, ExtractError> = match rt {
                     Ok(rt) => {
                         let last = ptx.subscribe();
-                        let r = rt.block_on(source::run_published(cfg, stop, ptx, Some(&me.hub)));
+                        let r = rt.block_on(source::run_published(
+                            cfg,
+                            stop,
+                            ptx,
+                            Some(&me.hub),
+                            from_event,
+                        ));
                         drop(last);
                         r
                     }
@@ -297,21 +319,27 @@ impl Service {
         ctx: watch::Sender<ClientProgress>,
         crx: watch::Receiver<ClientProgress>,
         atx: watch::Sender<ApplyProgress>,
+        master: Option<String>,
+        skip: Vec<u64>,
     ) {
         self.watch_connected(crx);
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name(format!("slave-{}", self.spec.name))
             .spawn(move || {
-                let input = match me.run_slave(stop, ctx, atx) {
+                let input = match me.run_slave(stop, ctx, atx, master, skip) {
                     Ok(()) => Input::Stopped,
                     Err(error) => {
                         tracing::error!(service = %me.spec.name, %error, "replica pipeline failed");
                         let a = me.lock().apply.borrow().clone();
+                        let (seqno, eventid) = match a.failed {
+                            Some((s, id)) => (Some(s), Some(id)),
+                            None => (a.applied_seqno, a.applied_eventid),
+                        };
                         Input::Failed {
                             error,
-                            seqno: a.applied_seqno,
-                            eventid: a.applied_eventid,
+                            seqno,
+                            eventid,
                         }
                     }
                 };
@@ -333,10 +361,14 @@ impl Service {
         stop: watch::Receiver<StopRequest>,
         ctx: watch::Sender<ClientProgress>,
         atx: watch::Sender<ApplyProgress>,
+        master: Option<String>,
+        skip: Vec<u64>,
     ) -> Result<(), String> {
         let ex = &self.spec.extractor;
-        let master = self.spec.master_thl.clone().ok_or_else(|| {
-            "no master THL address: this slave has no master member in its config".to_string()
+        let master = master.ok_or_else(|| {
+            "no master THL address: give one with setrole -uri thl://host:port/ \
+             or name a master member in the config"
+                .to_string()
         })?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -344,6 +376,19 @@ impl Service {
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         let mut writer =
             ThlWriter::open(&ex.thl_dir, ex.writer.clone()).map_err(|e| e.to_string())?;
+        // An empty log continues after the database's applied position.
+        let start_after = if writer.last_seqno().is_none() {
+            rt.block_on(async {
+                let mut c = ex.source.connect().await.map_err(|e| e.to_string())?;
+                let p = apply::ensure_catalog(&mut c, &self.spec.name).await;
+                let _ = c.disconnect().await;
+                p
+            })
+            .map_err(|e| format!("applier database {}: {e}", ex.source.addr()))
+            .map(|p| (p.seqno >= 0 && p.epoch >= 0).then_some((p.seqno as u64, p.epoch as u64)))?
+        } else {
+            None
+        };
         let durable = writer.durable_watch();
         self.hub.send_replace(Some(durable.clone()));
         let (kill_tx, kill_rx) = watch::channel(false);
@@ -353,6 +398,8 @@ impl Service {
             target: ex.source.clone(),
             thl_dir: ex.thl_dir.clone(),
             block_commit: self.spec.block_commit,
+            member: self.spec.member.clone(),
+            skip,
         };
         let astop = stop.clone();
         let akill = Arc::clone(&kill_tx);
@@ -360,16 +407,28 @@ impl Service {
             .name(format!("apply-{}", self.spec.name))
             .spawn(move || {
                 let r = apply::run_blocking(&acfg, durable, astop, &atx);
+                if let Err(e) = &r {
+                    if let Some(seqno) = e.seqno() {
+                        let id = e.eventid().unwrap_or("NONE").to_string();
+                        atx.send_modify(|p| p.failed = Some((seqno, id)));
+                    }
+                }
                 akill.send_replace(true);
                 r
             })
             .map_err(|e| format!("cannot start the applier thread: {e}"))?;
+        let tls = match &self.spec.thl_tls_ca {
+            Some(ca) => Some(transfer::tls::connector(ca)?),
+            None => None,
+        };
         let ccfg = ClientConfig {
+            tls,
             service: self.spec.name.clone(),
             member: self.spec.member.clone(),
             master: master.clone(),
             read_timeout: ex.heartbeat_period.max(Duration::from_millis(500)) * 6,
             connect_timeout: ex.source.connect_timeout,
+            start_after,
         };
         let client = rt.block_on(async {
             let fwd_kill = Arc::clone(&kill_tx);
@@ -402,6 +461,82 @@ impl Service {
         self.input(Input::Online)
     }
 
+    /// `trepctl online [-skip-seqno N,M] [-until-seqno N] [-from-event ID]`:
+    /// a slave's applier skips the listed seqnos (recording them as
+    /// applied); the service goes offline once `until` is applied (stored,
+    /// on a master); a master extracts from binlog position `ID`.
+    pub fn online_with(
+        self: &Arc<Self>,
+        skip: Vec<u64>,
+        until: Option<u64>,
+        from_event: Option<&str>,
+    ) -> Result<(), CommandError> {
+        {
+            let mut g = self.lock();
+            let from = match from_event {
+                None => None,
+                Some(_) if g.machine.role() != Role::Master => {
+                    return Err(CommandError::Rejected(
+                        "online -from-event applies to a master (extraction)".into(),
+                    ))
+                }
+                Some(e) => Some(
+                    crate::extract::BinlogPos::parse_eventid(e)
+                        .map(crate::extract::StartPosition::At)
+                        .ok_or_else(|| {
+                            CommandError::Rejected(format!(
+                                "-from-event '{e}': expected FILE:OFFSET[;session]"
+                            ))
+                        })?,
+                ),
+            };
+            if !skip.is_empty() && !matches!(g.machine.role(), Role::Slave | Role::Relay) {
+                return Err(CommandError::Rejected(
+                    "online -skip-seqno applies to slaves and relays".into(),
+                ));
+            }
+            if !matches!(
+                g.machine.state(),
+                State::OfflineNormal | State::OfflineError
+            ) {
+                return Err(CommandError::Rejected(format!(
+                    "the service is already {}",
+                    g.machine.state().as_str()
+                )));
+            }
+            g.skip = skip;
+            g.from_event = from;
+        }
+        self.input(Input::Online)?;
+        if let Some(n) = until {
+            self.input(Input::OfflineAtSeqno(n))?;
+        }
+        Ok(())
+    }
+
+    /// `trepctl setrole -role R [-uri thl://host:port/]` (offline only).
+    pub fn setrole(self: &Arc<Self>, role: Role, uri: Option<&str>) -> Result<(), CommandError> {
+        if !matches!(role, Role::Master | Role::Slave | Role::Relay) {
+            return Err(CommandError::Rejected(format!(
+                "setrole: role must be master, slave or relay, not {}",
+                role.as_str()
+            )));
+        }
+        let master = match uri {
+            Some(u) => Some(transfer::parse_thl_uri(u).ok_or_else(|| {
+                CommandError::Rejected(format!(
+                    "setrole: bad -uri '{u}' (expected thl://host:port/)"
+                ))
+            })?),
+            None => None,
+        };
+        self.input(Input::SetRole(role))?;
+        if master.is_some() {
+            self.lock().master_thl = master;
+        }
+        Ok(())
+    }
+
     /// `trepctl offline` (now, at a transaction boundary) or
     /// `offline -at-seqno N`.
     pub fn offline(self: &Arc<Self>, at_seqno: Option<u64>) -> Result<(), CommandError> {
@@ -428,8 +563,7 @@ impl Service {
         if matches!(g.machine.role(), Role::Slave | Role::Relay) {
             let c = g.client.borrow().clone();
             let a = g.apply.borrow().clone();
-            let uri = self
-                .spec
+            let uri = g
                 .master_thl
                 .as_ref()
                 .map_or(String::new(), |m| format!("thl://{m}/"));
@@ -518,6 +652,94 @@ impl Service {
             data_server_host: src.host.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+
+    /// `trepctl reset [-thl] [-db]` (offline only): removes the THL
+    /// segments and/or drops `tungsten_<service>` (not binlogged) so the
+    /// service starts from scratch.
+    pub async fn reset(&self, thl: bool, db: bool) -> Result<Vec<String>, CommandError> {
+        let state = self.state();
+        if !matches!(state, State::OfflineNormal | State::OfflineError)
+            || self.hub.borrow().is_some()
+        {
+            return Err(CommandError::Rejected(format!(
+                "reset needs the service offline; it is {}",
+                state.as_str()
+            )));
+        }
+        let mut done = Vec::new();
+        if thl {
+            let dir = &self.spec.extractor.thl_dir;
+            let mut n = 0;
+            if dir.exists() {
+                let entries = std::fs::read_dir(dir)
+                    .map_err(|e| CommandError::Rejected(format!("{}: {e}", dir.display())))?;
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with("thl.data.") {
+                        std::fs::remove_file(e.path()).map_err(|err| {
+                            CommandError::Rejected(format!("{}: {err}", e.path().display()))
+                        })?;
+                        n += 1;
+                    }
+                }
+            }
+            done.push(format!("removed {n} THL segment(s) from {}", dir.display()));
+        }
+        if db {
+            let schema = service_schema(&self.spec.name);
+            let mut conn = self
+                .spec
+                .extractor
+                .source
+                .connect()
+                .await
+                .map_err(|e| CommandError::Database(e.to_string()))?;
+            let q = format!("SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS `{schema}`");
+            conn.query_drop(q)
+                .await
+                .map_err(|e| CommandError::Database(e.to_string()))?;
+            let _ = conn.disconnect().await;
+            done.push(format!("dropped schema {schema}"));
+        }
+        let mut g = self.lock();
+        g.progress = watch::channel(Progress::default()).1;
+        g.client = watch::channel(ClientProgress::default()).1;
+        g.apply = watch::channel(ApplyProgress::default()).1;
+        Ok(done)
+    }
+
+    /// `trepctl purge`: kills every other client session on the local
+    /// database (used before a switch so no write lands on the old
+    /// master). Returns how many were killed.
+    pub async fn purge(&self) -> Result<usize, CommandError> {
+        let mut conn = self
+            .spec
+            .extractor
+            .source
+            .connect()
+            .await
+            .map_err(|e| CommandError::Database(e.to_string()))?;
+        let ids: Vec<u64> = conn
+            .query(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+                 AND COMMAND NOT IN ('Binlog Dump', 'Daemon') \
+                 AND USER NOT IN ('system user', 'event_scheduler')",
+            )
+            .await
+            .map_err(|e| CommandError::Database(e.to_string()))?;
+        let mut killed = 0;
+        for id in ids {
+            // a session may end on its own in between
+            if conn
+                .query_drop(format!("KILL CONNECTION {id}"))
+                .await
+                .is_ok()
+            {
+                killed += 1;
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(killed)
     }
 
     /// `trepctl heartbeat`: writes a heartbeat row on the source and waits

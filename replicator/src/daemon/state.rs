@@ -57,6 +57,8 @@ pub enum Input {
     Offline,
     /// `trepctl offline -at-seqno N`.
     OfflineAtSeqno(u64),
+    /// `trepctl setrole -role R` (only while offline).
+    SetRole(Role),
     /// The extractor is streaming from the source.
     Connected,
     /// The extractor lost the source and is retrying.
@@ -187,6 +189,16 @@ impl Machine {
                 self.offline_at = Some(n);
                 vec![Action::Stop(StopRequest::AtSeqno(n))]
             }
+            Input::SetRole(role) => {
+                if self.running {
+                    return vec![Action::Reject(format!(
+                        "setrole needs the service offline; it is {}",
+                        self.state.as_str()
+                    ))];
+                }
+                self.role = role;
+                Vec::new()
+            }
             Input::Connected => {
                 if self.running {
                     self.state = Online;
@@ -294,6 +306,21 @@ mod tests {
         let mut m = Machine::new(Role::Witness);
         assert!(matches!(m.handle(Input::Online)[0], Action::Reject(_)));
         assert_eq!(m.state(), State::OfflineNormal);
+    }
+
+    #[test]
+    fn setrole_only_while_offline() {
+        let mut m = Machine::new(Role::Master);
+        m.handle(Input::Online);
+        assert!(matches!(
+            m.handle(Input::SetRole(Role::Slave))[0],
+            Action::Reject(_)
+        ));
+        assert_eq!(m.role(), Role::Master);
+        m.handle(Input::Stopped);
+        assert!(m.handle(Input::SetRole(Role::Slave)).is_empty());
+        assert_eq!(m.role(), Role::Slave);
+        assert_eq!(m.handle(Input::Online), vec![Action::StartSlave]);
     }
 
     #[test]

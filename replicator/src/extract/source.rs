@@ -173,22 +173,24 @@ pub async fn run(
     stop: watch::Receiver<StopRequest>,
     progress: watch::Sender<Progress>,
 ) -> Result<Stopped> {
-    run_published(cfg, stop, progress, None).await
+    run_published(cfg, stop, progress, None, None).await
 }
 
 /// [`run`], publishing the writer's durable position on `hub` while it is
-/// open (for the THL server).
+/// open (for the THL server), and reading from `from_event` instead of
+/// where the THL ends when given (`trepctl online -from-event`).
 pub async fn run_published(
     cfg: ExtractorConfig,
     mut stop: watch::Receiver<StopRequest>,
     progress: watch::Sender<Progress>,
     hub: Option<&crate::transfer::ThlHub>,
+    from_event: Option<StartPosition>,
 ) -> Result<Stopped> {
     let writer = ThlWriter::open(&cfg.thl_dir, cfg.writer.clone())?;
     if let Some(h) = hub {
         h.send_replace(Some(writer.durable_watch()));
     }
-    let r = run_open(&cfg, writer, &mut stop, &progress).await;
+    let r = run_open(&cfg, writer, &mut stop, &progress, from_event).await;
     if let Some(h) = hub {
         h.send_replace(None);
     }
@@ -200,6 +202,7 @@ async fn run_open(
     writer: ThlWriter,
     stop: &mut watch::Receiver<StopRequest>,
     progress: &watch::Sender<Progress>,
+    from_event: Option<StartPosition>,
 ) -> Result<Stopped> {
     let resume = resume_from_thl(&writer)?;
     let min_seqno = ThlReader::open(&cfg.thl_dir)?.first_seqno();
@@ -214,7 +217,22 @@ async fn run_open(
         p.last_seqno = resume.last.as_ref().map(|l| l.0);
         p.last_eventid = resume.last.as_ref().map(|l| l.1.clone());
     });
-    let start = resume.start.clone().unwrap_or_else(|| cfg.start.clone());
+    // A log whose last transaction came from another member (this member
+    // was a slave until a role change) holds no position in our binlog:
+    // start at its current end, with a new epoch.
+    let foreign = match &resume.last {
+        Some((seqno, _, _)) => ThlReader::open(&cfg.thl_dir)?
+            .get(*seqno)?
+            .is_some_and(|ev| ev.source_id != cfg.source_id),
+        None => false,
+    };
+    let start = if let Some(p) = from_event {
+        p
+    } else if foreign {
+        StartPosition::Current
+    } else {
+        resume.start.clone().unwrap_or_else(|| cfg.start.clone())
+    };
     tracing::info!(service = %cfg.service, next_seqno = resume.next_seqno, start = ?start, "extractor starting");
     let mut st = State {
         cfg,

@@ -5,12 +5,13 @@
 //! [`ThlWriter`] (checked: CRC, order). Records are buffered until the last
 //! fragment of their transaction, so a lost connection never leaves half a
 //! transaction in the log; appends are group-committed when the socket has
-//! nothing more buffered (or every 500 transactions). Progress leaves on a
+//! nothing more buffered (or every 500 transactions, or 50 ms). Progress leaves on a
 //! `watch` ([`ClientProgress`]). A lost or silent master is retried with
 //! back-off (100 ms doubling to 5 s); a refusal for diverged history ends
 //! the run with [`TransferError::Diverged`].
 
 use super::protocol::{self, typ, Accept, FrameError, Heartbeat, Hello, Refuse};
+use super::tls::Io;
 use crate::thl::{format, ThlError, ThlEvent, ThlReader, ThlWriter};
 use std::time::Duration;
 use tokio::io::BufReader;
@@ -18,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Client settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Service name.
     pub service: String,
@@ -30,6 +31,12 @@ pub struct ClientConfig {
     pub read_timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// `(seqno, epoch)` to ask to continue after when the local THL is
+    /// empty (the applied position of a replica restored from a backup and
+    /// positioned with `dsctl set`).
+    pub start_after: Option<(u64, u64)>,
+    /// Connect with TLS, verifying the server's certificate.
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Published as the client runs.
@@ -91,7 +98,7 @@ pub async fn run(
             let ev = ThlReader::open(writer.dir())?.get(s)?;
             Some((s, ev.as_ref().map_or(0, |e| e.epoch)))
         }
-        None => None,
+        None => cfg.start_after,
     };
     let first = writer.index().first_seqno();
     progress.send_modify(|p| {
@@ -161,7 +168,28 @@ async fn session(
             Err(_) => return lost(&"connect timed out"),
         };
     let _ = sock.set_nodelay(true);
-    let (rd, mut wr) = sock.into_split();
+    let stream: Box<dyn Io> = match &cfg.tls {
+        None => Box::new(sock),
+        Some(conn) => {
+            let host = cfg
+                .master
+                .rsplit_once(':')
+                .map_or(cfg.master.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let name = match rustls::pki_types::ServerName::try_from(host) {
+                Ok(n) => n,
+                Err(e) => return lost(&format!("TLS server name: {e}")),
+            };
+            match tokio::time::timeout(cfg.connect_timeout, conn.connect(name, sock)).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => return lost(&format!("TLS handshake: {e}")),
+                Err(_) => return lost(&"TLS handshake timed out"),
+            }
+        }
+    };
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(256 * 1024, rd);
     let hello = Hello {
         service: cfg.service.clone(),
@@ -173,6 +201,7 @@ async fn session(
     }
     let mut pending_frags: Vec<ThlEvent> = Vec::new();
     let mut pending = 0usize;
+    let mut batch_start = std::time::Instant::now();
     let mut accepted = false;
     loop {
         let frame = tokio::time::timeout(cfg.read_timeout, protocol::read_frame(&mut rd)).await;
@@ -240,8 +269,14 @@ async fn session(
                             });
                         }
                     }
+                    if pending == 0 {
+                        batch_start = std::time::Instant::now();
+                    }
                     pending += 1;
-                    if pending >= 500 || rd.buffer().is_empty() {
+                    if pending >= 500
+                        || rd.buffer().is_empty()
+                        || batch_start.elapsed() >= Duration::from_millis(50)
+                    {
                         commit(writer, progress, &mut pending)?;
                     }
                 }

@@ -1,7 +1,9 @@
 //! THL transfer: replicas pull THL from their master's replicator.
 //!
 //! `protocol.rs` documents and codes the wire format, `server.rs` serves a
-//! service's log to replicas, `client.rs` pulls it into a replica's log.
+//! service's log to replicas, `client.rs` pulls it into a replica's log,
+//! `tls.rs` loads the optional TLS material (the whole exchange then runs
+//! inside TLS; the client verifies the server's certificate).
 //! The server follows whichever writer currently owns the service's THL
 //! (the extractor on a master, the client on a slave or relay) through the
 //! service's [`ThlHub`].
@@ -9,6 +11,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
 pub use client::{ClientConfig, ClientProgress, TransferError};
 pub use server::{serve, ServerConfig};

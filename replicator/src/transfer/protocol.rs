@@ -137,8 +137,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, Vec<u8>)
     if len == 0 || len > MAX_FRAME_LEN {
         return Err(FrameError::Protocol(format!("bad frame length {len}")));
     }
-    let mut payload = vec![0u8; len as usize - 1];
-    r.read_exact(&mut payload).await?;
+    // Grow with the data instead of trusting the peer's length up front.
+    let want = u64::from(len - 1);
+    let mut payload = Vec::with_capacity((want as usize).min(1 << 20));
+    let got = (&mut *r).take(want).read_to_end(&mut payload).await?;
+    if got as u64 != want {
+        return Err(FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("frame cut short: {got} of {want} bytes"),
+        )));
+    }
     Ok((head[4], payload))
 }
 

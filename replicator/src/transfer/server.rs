@@ -11,16 +11,17 @@
 //! ends and the client reconnects.
 
 use super::protocol::{self, typ, Accept, Heartbeat, Hello, Refuse};
+use super::tls::Io;
 use crate::thl::{format, now_us, DurableWatch, ThlReader};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 /// What a THL server serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Service name (a hello for another service is refused).
     pub service: String,
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub thl_dir: PathBuf,
     /// Send a heartbeat after this long without records.
     pub heartbeat: Duration,
+    /// Serve over TLS with this acceptor.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Answer to a hello, decided from the local log.
@@ -64,7 +67,7 @@ pub fn check_hello(
     };
     if let Some(mine) = epoch_of(s) {
         if mine == e {
-            return Decision::From(s + 1);
+            return Decision::From(s.saturating_add(1));
         }
         return refuse(format!(
             "log epoch numbers do not match: client {} has seqno {s} with epoch {e}, \
@@ -73,11 +76,11 @@ pub fn check_hello(
         ));
     }
     match (first, last) {
-        (Some(f), _) if s + 1 == f => Decision::From(f),
+        (Some(f), _) if s.saturating_add(1) == f => Decision::From(f),
         (Some(f), _) if s < f => refuse(format!(
             "client {} needs seqno {} but it was purged on master {me}: its THL starts at seqno {f}",
             hello.client,
-            s + 1
+            s.saturating_add(1)
         )),
         (_, Some(l)) => refuse(format!(
             "log epoch numbers do not match: client {} has seqno {s} but master {me}'s log \
@@ -113,7 +116,27 @@ pub async fn serve(
                 let span = tracing::info_span!("thl-serve", service = %cfg.service, %peer);
                 tokio::spawn(
                     async move {
-                        match connection(sock, &cfg, hub).await {
+                        let _ = sock.set_nodelay(true);
+                        let stream: Box<dyn Io> = match &cfg.tls {
+                            None => Box::new(sock),
+                            Some(acc) => {
+                                let hs =
+                                    tokio::time::timeout(Duration::from_secs(10), acc.accept(sock))
+                                        .await;
+                                match hs {
+                                    Ok(Ok(s)) => Box::new(s),
+                                    Ok(Err(e)) => {
+                                        tracing::warn!(error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::warn!("TLS handshake timed out");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        match connection(stream, &cfg, hub).await {
                             Ok(()) => tracing::debug!("replica connection closed"),
                             Err(e) => tracing::warn!(error = %e, "replica connection ended"),
                         }
@@ -137,12 +160,11 @@ enum Msg {
 }
 
 async fn connection(
-    sock: TcpStream,
+    stream: Box<dyn Io>,
     cfg: &ServerConfig,
     hub: watch::Receiver<Option<DurableWatch>>,
 ) -> Result<(), protocol::FrameError> {
-    let _ = sock.set_nodelay(true);
-    let (rd, wr) = sock.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::new(rd);
     let mut wr = BufWriter::with_capacity(256 * 1024, wr);
     let (t, p) = tokio::time::timeout(Duration::from_secs(10), protocol::read_frame(&mut rd))
@@ -334,5 +356,17 @@ mod tests {
             Decision::Refuse { error, .. } => assert!(error.contains("ahead"), "{error}"),
             d => panic!("{d:?}"),
         }
+        // hostile seqnos do not overflow
+        let d = check_hello(
+            &hello(Some((u64::MAX, 0))),
+            "db1",
+            Some(0),
+            Some(20),
+            |_| None,
+        );
+        assert!(
+            matches!(d, Decision::Refuse { diverged: true, .. }),
+            "{d:?}"
+        );
     }
 }

@@ -1,0 +1,154 @@
+//! Running `carbide-replicator` daemons and `trepctl` as real processes.
+//!
+//! `Replicator::start(config, member, admin_port, log, extra_args)` builds the
+//! replicator binaries on first use, starts the daemon under
+//! `setpriv --pdeathsig KILL` and waits for its admin port; `kill9()` and
+//! `spawn()` kill and restart it. `trepctl_ok(port, args)` runs `trepctl`
+//! and returns its output; `status(port)` parses `trepctl status -json`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a `carbide-replicator` package binary, built on first use.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "carbide-replicator", "--bins"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "building carbide-replicator binaries failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// One `carbide-replicator` process.
+pub struct Replicator {
+    child: Option<Child>,
+    config: PathBuf,
+    member: String,
+    /// Admin API port.
+    pub port: u16,
+    log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Replicator {
+    /// Starts the daemon for `member` and waits for its admin port.
+    pub fn start(config: &Path, member: &str, port: u16, log: &Path, extra: &[&str]) -> Self {
+        let mut d = Replicator {
+            child: None,
+            config: config.to_path_buf(),
+            member: member.into(),
+            port,
+            log: log.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the process.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(bin("carbide-replicator"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--member", &self.member, "--heartbeat-period-ms", "500"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn carbide-replicator");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "replicator did not listen: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `trepctl -port PORT ARGS…`.
+pub fn trepctl(port: u16, args: &[&str]) -> Output {
+    Command::new(bin("trepctl"))
+        .args(["-host", "127.0.0.1", "-port", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run trepctl")
+}
+
+/// Runs trepctl, asserts success, returns stdout.
+pub fn trepctl_ok(port: u16, args: &[&str]) -> String {
+    let out = trepctl(port, args);
+    assert!(
+        out.status.success(),
+        "trepctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `trepctl status -json`.
+pub fn status(port: u16) -> Value {
+    serde_json::from_str(&trepctl_ok(port, &["status", "-json"])).expect("status JSON")
+}
+
+/// Waits until `f(status)` holds, up to `secs`; panics with the last status.
+pub async fn wait_status(port: u16, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = status(port);
+        if f(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

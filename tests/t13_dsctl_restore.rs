@@ -1,0 +1,152 @@
+//! `dsctl` positions a replica restored from a `mariadb-dump` of the master:
+//! `set -seqno N -epoch E -event-id ID -source-id S -reset` stores the
+//! position the dump corresponds to and empties the replica's THL; the
+//! replicator then asks the master for the transactions after N only (the
+//! ones before would fail: the dump already holds them) and the replica
+//! ends identical to the master. `get` shows the position, `reset` forgets it.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use support::replicator::{bin, status, trepctl_ok, wait_status, Replicator};
+use support::{free_port, MariaDb};
+
+fn dsctl(cfg: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin("dsctl"))
+        .arg("-config")
+        .arg(cfg)
+        .args(["-member", "db2", "-service", "alpha"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dsctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
+    db.checksum_all_tables()
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("tungsten_"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsctl_positions_a_replica_restored_from_a_dump() {
+    let master = MariaDb::start().await;
+    let replica = MariaDb::builder().arg("--read-only=ON").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pm, ps) = (free_port(), free_port());
+    let text = format!(
+        "[service]\nname = \"alpha\"\n\n[credentials]\nuser = \"root\"\n\n\
+         [replicator]\nthl-root = \"{}\"\n\n\
+         [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{pm}\"\n\
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
+         [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{ps}\"\n\
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n",
+        dir.path().join("thl").display(),
+        master.port,
+        free_port(),
+        free_port(),
+        replica.port,
+        free_port(),
+        free_port(),
+    );
+    let cfg = dir.path().join("carbide.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
+    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    master
+        .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await;
+    for i in 0..30 {
+        master
+            .sql(&format!("INSERT INTO app.t VALUES ({i}, 'v{i}')"))
+            .await;
+    }
+    // quiet master: the dump corresponds to its last stored seqno
+    let rows: Vec<(String, u64, String, String)> = master.query("SHOW MASTER STATUS").await;
+    let want = format!("{}:{:016};-1", rows[0].0, rows[0].1);
+    let st = wait_status(pm, 30, "extracted", |st| {
+        st["appliedLastEventId"] == want.as_str()
+    })
+    .await;
+    let seqno = st["appliedLastSeqno"].as_i64().unwrap();
+    let dump = Command::new("mariadb-dump")
+        .args(["-h127.0.0.1", &format!("-P{}", master.port), "-uroot"])
+        .args(["--single-transaction", "--databases", "app"])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let mut load = Command::new("mariadb")
+        .args(["-h127.0.0.1", &format!("-P{}", replica.port), "-uroot"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(load.stdin.as_mut().unwrap(), &dump.stdout).unwrap();
+    drop(load.stdin.take());
+    assert!(load.wait().unwrap().success());
+
+    // position the restored replica, then start its replicator
+    let s = seqno.to_string();
+    dsctl(
+        &cfg,
+        &[
+            "set",
+            "-seqno",
+            &s,
+            "-epoch",
+            "0",
+            "-event-id",
+            &want,
+            "-source-id",
+            "db1",
+            "-reset",
+        ],
+    );
+    let got: serde_json::Value = serde_json::from_str(&dsctl(&cfg, &["get"])).unwrap();
+    assert_eq!(got[0]["seqno"], seqno);
+    assert_eq!(got[0]["epoch_number"], 0);
+    assert_eq!(got[0]["eventid"], want.as_str());
+    assert_eq!(got[0]["source_id"], "db1");
+    let _d2 = Replicator::start(&cfg, "db2", ps, &dir.path().join("db2.log"), &[]);
+    wait_status(ps, 30, "slave ONLINE", |st| st["state"] == "ONLINE").await;
+    for i in 30..40 {
+        master
+            .sql(&format!("INSERT INTO app.t VALUES ({i}, 'v{i}')"))
+            .await;
+    }
+    master.sql("UPDATE app.t SET v = 'x' WHERE id < 5").await;
+    let target = seqno + 11;
+    let st = wait_status(ps, 30, "applied", |st| {
+        st["appliedLastSeqno"].as_i64().unwrap() >= target || st["state"] != "ONLINE"
+    })
+    .await;
+    assert_eq!(st["state"], "ONLINE", "{st}");
+    assert_eq!(
+        st["minimumStoredSeqNo"].as_i64().unwrap(),
+        seqno + 1,
+        "{st}"
+    );
+    assert_eq!(status(pm)["maximumStoredSeqNo"].as_i64().unwrap(), target);
+    assert_eq!(
+        user_checksums(&master).await,
+        user_checksums(&replica).await
+    );
+    drop(_d2);
+    dsctl(&cfg, &["reset"]);
+    let got: serde_json::Value = serde_json::from_str(&dsctl(&cfg, &["get"])).unwrap();
+    assert_eq!(got[0]["seqno"], -1);
+}
