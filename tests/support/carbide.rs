@@ -146,6 +146,16 @@ impl Carbide {
             }
             let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
             if up(self.cfg.admin) && up(self.cfg.rw) && up(self.cfg.ro) {
+                // our probes were sessions too: wait until carbide has let
+                // them go, so tests start from zero open sessions
+                while self.status()["open_sessions"].as_u64() != Some(0) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "probe sessions never closed:\n{}",
+                        self.log_text()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
