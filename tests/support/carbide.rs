@@ -140,27 +140,53 @@ pub struct Carbide {
 impl Carbide {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("carbide exited ({status}):\n{}", self.log_text());
-            }
-            let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
-            if up(self.cfg.admin) && up(self.cfg.rw) && up(self.cfg.ro) {
-                // our probes were sessions too: wait until carbide has let
-                // them go, so tests start from zero open sessions
-                while self.status()["open_sessions"].as_u64() != Some(0) {
-                    assert!(
-                        Instant::now() < deadline,
-                        "probe sessions never closed:\n{}",
-                        self.log_text()
-                    );
-                    std::thread::sleep(Duration::from_millis(10));
+        let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        // probe each port until it answers; count the probes that connected
+        let mut probes = [0u64; 2];
+        for (i, port) in [(2, self.cfg.admin), (0, self.cfg.rw), (1, self.cfg.ro)] {
+            loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("carbide exited ({status}):\n{}", self.log_text());
                 }
+                if up(port) {
+                    if i < 2 {
+                        probes[i] += 1;
+                    }
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "carbide did not start listening:\n{}",
+                    self.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // the probes were sessions too: wait until carbide has accepted and
+        // let go of every one, so tests start from zero open sessions
+        loop {
+            let m = self.metrics();
+            let accepted = |l: &str| {
+                let key =
+                    format!("carbide_connector_connections_accepted_total{{listener=\"{l}\"}} ");
+                m.lines()
+                    .find_map(|x| x.strip_prefix(&key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            if accepted("rw") == probes[0]
+                && accepted("ro") == probes[1]
+                && self.status()["open_sessions"].as_u64() == Some(0)
+            {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                Instant::now() < deadline,
+                "probe sessions never closed:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("carbide did not start listening:\n{}", self.log_text());
     }
 
     /// Its log so far.
