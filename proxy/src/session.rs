@@ -307,6 +307,18 @@ enum HandshakeEnd {
     Failed(ErrorKind, String),
 }
 
+/// Ends a handshake that failed before the client saw a greeting: like a
+/// refusing server, carbide sends a pre-4.1 ERR (no SQLSTATE) in its place.
+async fn fail_before_greeting(client: &mut Stream, kind: ErrorKind, msg: String) -> HandshakeEnd {
+    let _ = send(
+        client,
+        0,
+        &protocol::err_payload_pre41(code::CONNECT_FAILED, &msg),
+    )
+    .await;
+    HandshakeEnd::Failed(kind, msg)
+}
+
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     write_packet(&mut out, seq, payload);
@@ -335,13 +347,9 @@ async fn handshake(
                     "carbide: datasource {} ({}) sent no greeting",
                     ds.name, ds.addr
                 );
-                let _ = send(
-                    &mut client,
-                    0,
-                    &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
-                )
-                .await;
-                return Err(HandshakeEnd::Failed(ErrorKind::BackendMalformed, msg));
+                return Err(
+                    fail_before_greeting(&mut client, ErrorKind::BackendMalformed, msg).await,
+                );
             }
         };
     shared
@@ -364,13 +372,7 @@ async fn handshake(
                 "carbide: datasource {} sent an unusable greeting: {e}",
                 ds.name
             );
-            let _ = send(
-                &mut client,
-                0,
-                &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
-            )
-            .await;
-            return Err(HandshakeEnd::Failed(ErrorKind::BackendMalformed, msg));
+            return Err(fail_before_greeting(&mut client, ErrorKind::BackendMalformed, msg).await);
         }
     };
     let server_caps = g.caps(&greeting);
@@ -379,13 +381,7 @@ async fn handshake(
             "carbide: datasource {} does not offer TLS, but tls.to-server is on",
             ds.name
         );
-        let _ = send(
-            &mut client,
-            0,
-            &protocol::err_payload(code::CONNECT_FAILED, "HY000", &msg),
-        )
-        .await;
-        return Err(HandshakeEnd::Failed(ErrorKind::BackendMalformed, msg));
+        return Err(fail_before_greeting(&mut client, ErrorKind::BackendMalformed, msg).await);
     }
     let (clear, set) = if shared.tls.is_some() {
         (cap::COMPRESS | cap::ZSTD, cap::SSL)
