@@ -4,7 +4,7 @@
 //! [`Metrics::render`] turns the registry into the text format for
 //! `/metrics`. Names start with `carbide_connector_`.
 
-use crate::protocol::{command_name, COMMAND_NAMES};
+use crate::protocol::{command_index, COMMAND_NAMES};
 use crate::routing::Access;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -94,9 +94,8 @@ pub struct ListenerMetrics {
 impl ListenerMetrics {
     /// Counts one command.
     pub fn command(&self, c: u8) {
-        let name = command_name(c);
-        if let Some(i) = COMMAND_NAMES.iter().position(|n| *n == name) {
-            self.commands[i].inc();
+        if let Some(counter) = self.commands.get(command_index(c)) {
+            counter.inc();
         }
     }
 }
