@@ -222,31 +222,13 @@ impl Service {
         self: &Arc<Self>,
         stop: watch::Receiver<StopRequest>,
         ptx: watch::Sender<Progress>,
-        mut prx: watch::Receiver<Progress>,
+        prx: watch::Receiver<Progress>,
         from_event: Option<crate::extract::StartPosition>,
     ) {
         let cfg = self.spec.extractor.clone();
         let me = Arc::clone(self);
-        let watcher = Arc::clone(self);
         // connected/disconnected reports
-        tokio::spawn(async move {
-            let mut was = false;
-            loop {
-                let now = prx.borrow_and_update().connected;
-                if now != was {
-                    was = now;
-                    let _ = watcher.input(if now {
-                        Input::Connected
-                    } else {
-                        Input::Disconnected
-                    });
-                }
-                watcher.changes.send_modify(|n| *n += 1);
-                if prx.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
+        self.watch_connected(prx, |p: &Progress| p.connected);
         let spawned = std::thread::Builder::new()
             .name(format!("extract-{}", self.spec.name))
             .spawn(move || {
@@ -291,12 +273,18 @@ impl Service {
         }
     }
 
-    fn watch_connected(self: &Arc<Self>, mut rx: watch::Receiver<ClientProgress>) {
+    /// Turns a pipeline's progress channel into Connected/Disconnected
+    /// inputs (and wakes status watchers on every progress change).
+    fn watch_connected<T: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        mut rx: watch::Receiver<T>,
+        connected: fn(&T) -> bool,
+    ) {
         let watcher = Arc::clone(self);
         tokio::spawn(async move {
             let mut was = false;
             loop {
-                let now = rx.borrow_and_update().connected;
+                let now = connected(&rx.borrow_and_update());
                 if now != was {
                     was = now;
                     let _ = watcher.input(if now {
@@ -322,7 +310,7 @@ impl Service {
         master: Option<String>,
         skip: Vec<u64>,
     ) {
-        self.watch_connected(crx);
+        self.watch_connected(crx, |p: &ClientProgress| p.connected);
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name(format!("slave-{}", self.spec.name))
