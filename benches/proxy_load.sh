@@ -8,6 +8,7 @@
 #   benches/proxy_load.sh                 # 10 s per run, threads 1 16 64
 #   BENCH_TIME=30 THREADS="16 64" benches/proxy_load.sh
 #   IDLE_SESSIONS=2000 benches/proxy_load.sh   (0 skips the idle test)
+#   WORKERS=1 benches/proxy_load.sh   (connector.worker-threads; 0 = per core)
 #
 # Everything runs on loopback in a temp dir and is stopped at the end.
 set -euo pipefail
@@ -55,6 +56,7 @@ user = "root"
 rw-listen = "127.0.0.1:$RW"
 ro-listen = "127.0.0.1:$RO"
 max-connections = $((IDLE + 500))
+worker-threads = ${WORKERS:-0}
 [[member]]
 name = "db1"
 mysql = "127.0.0.1:$DB"
@@ -80,7 +82,8 @@ listen mysql
   server db1 127.0.0.1:$DB
 CFG
 haproxy -f "$W/haproxy.cfg" -db >"$W/haproxy.log" 2>&1 &
-PIDS+=($!)
+HAPROXY_PID=$!
+PIDS+=("$HAPROXY_PID")
 sleep 1
 
 SB=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=root --mysql-password= --mysql-db=sbtest
@@ -88,25 +91,39 @@ SB=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=root --mysql-password=
 echo "== sysbench prepare (4 tables x 20000 rows)"
 sysbench oltp_read_only "${SB[@]}" --mysql-port="$DB" prepare >/dev/null
 
-run() { # test threads port -> "qps p95"
-  local out
-  out=$(sysbench "$1" "${SB[@]}" --mysql-port="$3" --threads="$2" --time="$TIME" run 2>&1) || { echo "$out" >&2; echo "0 0"; return; }
-  local qps p95
+TICK=$(getconf CLK_TCK)
+# CPU time (user + system) a process has used, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+run() { # test threads port [proxy-pid] -> "qps p95 cpu-us-per-query"
+  local out before=0 after=0
+  [ -n "${4:-}" ] && before=$(cpu_ticks "$4")
+  out=$(sysbench "$1" "${SB[@]}" --mysql-port="$3" --threads="$2" --time="$TIME" run 2>&1) || { echo "$out" >&2; echo "0 0 0"; return; }
+  [ -n "${4:-}" ] && after=$(cpu_ticks "$4")
+  local qps p95 queries
   qps=$(echo "$out" | awk '/queries:/ {gsub(/[()]/,"",$3); print $3; exit}')
   p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
-  echo "$qps $p95"
+  queries=$(echo "$out" | awk '/queries:/ {print $2; exit}')
+  awk -v q="$qps" -v p="$p95" -v n="$queries" -v t=$((after - before)) -v hz="$TICK" \
+    'BEGIN { printf "%s %s %.1f\n", q, p, (n > 0 ? t * 1e6 / hz / n : 0) }'
 }
 
-printf '\n%-18s %7s | %10s %8s | %10s %8s | %10s %8s | %8s %8s | %8s %8s\n' test threads \
-  "direct qps" "p95 ms" "carbide" "p95 ms" "haproxy" "p95 ms" "c/direct" "c/hap" "p95 c/d" "p95 c/h"
+echo
+echo "qps and p95 latency per target; c/hap = carbide/HAProxy (qps: higher is better; p95: lower"
+echo "is better); cpu us/q = the proxy process's CPU time (user+sys) per query, ticks of 1/$TICK s"
+printf '\n%-18s %7s | %10s %8s | %10s %8s | %10s %8s | %8s %8s | %8s %8s | %8s %8s %8s\n' test threads \
+  "direct qps" "p95 ms" "carbide" "p95 ms" "haproxy" "p95 ms" "c/direct" "c/hap" "p95 c/d" "p95 c/h" \
+  "cpu c" "cpu hap" "cpu c/h"
 for t in $TESTS; do
   for n in $THREADS; do
-    read -r dq dp < <(run "$t" "$n" "$DB")
-    read -r cq cp < <(run "$t" "$n" "$RW")
-    read -r hq hp < <(run "$t" "$n" "$HA")
-    awk -v t="$t" -v n="$n" -v dq="$dq" -v dp="$dp" -v cq="$cq" -v cp="$cp" -v hq="$hq" -v hp="$hp" 'BEGIN {
-      printf "%-18s %7d | %10.0f %8.2f | %10.0f %8.2f | %10.0f %8.2f | %8.2f %8.2f | %8.2f %8.2f\n",
-        t, n, dq, dp, cq, cp, hq, hp, (dq>0?cq/dq:0), (hq>0?cq/hq:0), (dp>0?cp/dp:0), (hp>0?cp/hp:0) }'
+    read -r dq dp _ < <(run "$t" "$n" "$DB")
+    read -r cq cp cc < <(run "$t" "$n" "$RW" "$CARBIDE_PID")
+    read -r hq hp hc < <(run "$t" "$n" "$HA" "$HAPROXY_PID")
+    awk -v t="$t" -v n="$n" -v dq="$dq" -v dp="$dp" -v cq="$cq" -v cp="$cp" -v hq="$hq" -v hp="$hp" \
+      -v cc="$cc" -v hc="$hc" 'BEGIN {
+      printf "%-18s %7d | %10.0f %8.2f | %10.0f %8.2f | %10.0f %8.2f | %8.2f %8.2f | %8.2f %8.2f | %8.1f %8.1f %8.2f\n",
+        t, n, dq, dp, cq, cp, hq, hp, (dq>0?cq/dq:0), (hq>0?cq/hq:0), (dp>0?cp/dp:0), (hp>0?cp/hp:0),
+        cc, hc, (hc>0?cc/hc:0) }'
   done
 done
 

@@ -125,7 +125,9 @@ fn serve_cmd(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // accept loops, admin API and signals; sessions run on their own
+    // worker threads (connector.worker-threads)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

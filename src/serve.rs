@@ -14,6 +14,7 @@ use carbide_proxy::listener::{self, Limit};
 use carbide_proxy::metrics::Metrics;
 use carbide_proxy::routing::{Access, Datasource, Router, RoutingTable};
 use carbide_proxy::session::{Settings, Shared};
+use carbide_proxy::workers::Workers;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,6 +143,18 @@ pub async fn run(
         shutdown: shutdown_rx.clone(),
     });
     let limit = Limit::new(config.connector.max_connections as usize);
+    let workers = match config.connector.worker_threads {
+        0 => carbide_proxy::workers::default_count(),
+        n => n as usize,
+    };
+    let workers = Arc::new(
+        Workers::start(workers)
+            .map_err(|e| ServeError::Start(format!("cannot start the session workers: {e}")))?,
+    );
+    info!(
+        threads = workers.len(),
+        "session workers (connector.worker-threads)"
+    );
     let grace = Duration::from_millis(t.disconnect_ms) + Duration::from_secs(1);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -151,6 +164,7 @@ pub async fn run(
         Access::ReadWrite,
         shared.clone(),
         limit.clone(),
+        workers.clone(),
         grace,
     ));
     if config.connector.enable_ro {
@@ -160,6 +174,7 @@ pub async fn run(
             Access::ReadOnly,
             shared.clone(),
             limit.clone(),
+            workers.clone(),
             grace,
         ));
     }
@@ -208,6 +223,9 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     router.poke();
     while tasks.join_next().await.is_some() {}
+    // every session has ended or was dropped by its listener: stop the
+    // worker threads off the async context (joining blocks)
+    let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
     info!("stopped");
     Ok(())
 }

@@ -168,6 +168,10 @@ pub struct Connector {
     /// the config file). Default: none (credentials pass through unchecked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_map: Option<PathBuf>,
+    /// Threads that run client sessions, each with its own event loop; a
+    /// session stays on one thread. 0 means one per CPU core. Default 0.
+    #[serde(default)]
+    pub worker_threads: u32,
 }
 
 fn d_rw() -> HostPort {
@@ -195,6 +199,7 @@ impl Default for Connector {
             max_connections: d_maxconn(),
             max_applied_latency_ms: d_latency(),
             user_map: None,
+            worker_threads: 0,
         }
     }
 }

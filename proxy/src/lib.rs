@@ -6,7 +6,8 @@
 //! byte, then pumps packets both ways, following the conversation with a
 //! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts.
 //! Counters leave through [`metrics`], served with `/status` and the router
-//! controls by [`admin`]. The only input from outside the proxy is the
+//! controls by [`admin`]. Sessions run on the [`workers`] (one
+//! single-threaded runtime per thread). The only input from outside the proxy is the
 //! routing table and router state stored into the `Router`.
 
 pub mod admin;
@@ -19,3 +20,4 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 pub mod tracker;
+pub mod workers;

@@ -2,12 +2,14 @@
 //!
 //! One loop per listener `select!`s on accept versus the shutdown watch;
 //! each accepted connection gets its own task running
-//! [`session::serve`](crate::session::serve). Past `max-connections` open
+//! [`session::serve`](crate::session::serve) on the next of the
+//! [`Workers`] (the socket moves to that worker's runtime). Past `max-connections` open
 //! sessions a new client gets MySQL error 1040 at once. Accept errors such
 //! as EMFILE back off briefly instead of spinning.
 
 use crate::routing::Access;
 use crate::session::{self, code, Shared};
+use crate::workers::Workers;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +71,7 @@ pub async fn run(
     access: Access,
     shared: Arc<Shared>,
     limit: Arc<Limit>,
+    workers: Arc<Workers>,
     grace: Duration,
 ) {
     let mut shutdown = shared.shutdown.clone();
@@ -91,11 +94,22 @@ pub async fn run(
                         sessions.spawn(session::refuse(tcp, code::TOO_MANY_CONNECTIONS, "08004", "Too many connections (carbide connector max-connections reached)"));
                         continue;
                     };
+                    let std_tcp = match tcp.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(client = %peer, error = %e, "cannot hand the connection to a worker");
+                            continue;
+                        }
+                    };
                     let shared = shared.clone();
-                    sessions.spawn(async move {
-                        session::serve(tcp, peer, access, shared).await;
+                    sessions.spawn_on(async move {
+                        // still non-blocking: registers with this worker's reactor
+                        match tokio::net::TcpStream::from_std(std_tcp) {
+                            Ok(tcp) => session::serve(tcp, peer, access, shared).await,
+                            Err(e) => warn!(client = %peer, error = %e, "cannot register the connection"),
+                        }
                         drop(permit);
-                    });
+                    }, workers.next());
                 }
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning

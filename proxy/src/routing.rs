@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use carbide_config::{DatasourceState, HostPort, RouterState};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -68,6 +68,8 @@ impl Access {
 pub struct Router {
     table: ArcSwap<RoutingTable>,
     state: watch::Sender<RouterState>,
+    /// The same state for the hot path: a plain load, no lock.
+    state_now: AtomicU8,
     /// Bumped on every table store, router state change and shutdown.
     changes: watch::Sender<u64>,
     sessions: Mutex<HashMap<String, Arc<AtomicUsize>>>,
@@ -92,6 +94,7 @@ impl Router {
         Arc::new(Router {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             state: watch::Sender::new(RouterState::Online),
+            state_now: AtomicU8::new(state_code(RouterState::Online)),
             changes: watch::Sender::new(0),
             sessions: Mutex::new(HashMap::new()),
             max_latency_ms,
@@ -117,13 +120,18 @@ impl Router {
 
     /// Sets the router state and wakes waiting sessions.
     pub fn set_state(&self, s: RouterState) {
+        self.state_now.store(state_code(s), Ordering::Release);
         self.state.send_replace(s);
         self.changes.send_modify(|g| *g += 1);
     }
 
     /// The router state.
     pub fn state(&self) -> RouterState {
-        *self.state.borrow()
+        match self.state_now.load(Ordering::Acquire) {
+            0 => RouterState::Online,
+            1 => RouterState::OnHold,
+            _ => RouterState::Offline,
+        }
     }
 
     /// Waits for router state changes.
@@ -191,6 +199,14 @@ impl Router {
                 t.replicas.iter().any(online) || t.primary.as_ref().is_some_and(online)
             }
         }
+    }
+}
+
+fn state_code(s: RouterState) -> u8 {
+    match s {
+        RouterState::Online => 0,
+        RouterState::OnHold => 1,
+        RouterState::Offline => 2,
     }
 }
 

@@ -61,7 +61,9 @@ pub struct Shared {
     pub backend_tls: Option<tokio_rustls::TlsConnector>,
     /// Timeouts.
     pub settings: Settings,
-    /// Turns true when carbide shuts down.
+    /// Turns true when carbide shuts down. Whoever sets it then calls
+    /// [`Router::poke`] so that open sessions (which watch only the router's
+    /// changes) look at it.
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -623,10 +625,11 @@ async fn pump(
     let mut sf = Framer::new();
     let mut cbuf = vec![0u8; CLIENT_BUF];
     let mut sbuf = vec![0u8; SERVER_BUF];
+    // one control future for the whole session: registered with the
+    // router's change watch once, not once per packet
     let mut changes = shared.router.changes();
     changes.borrow_and_update();
-    let mut shutdown = shared.shutdown.clone();
-    let mut shutdown_live = true;
+    let mut control = std::pin::pin!(next_change(Some(changes)));
     let mut closing: Option<(Instant, &'static str)> = must_close(shared, access, &ds.name)
         .map(|r| (Instant::now() + shared.settings.disconnect_timeout, r));
     let mut busy_since: Option<Instant> = None;
@@ -662,6 +665,50 @@ async fn pump(
         }
         let deadline = closing.map(|(d, _)| d);
         tokio::select! {
+            // changes first, so a session that must close sees it before the next command
+            biased;
+            (alive, changes) = &mut control => {
+                control.set(next_change(changes));
+                // a router that is gone means carbide is stopping
+                let reason = must_close(shared, access, &ds.name)
+                    .or((!alive).then_some("carbide is shutting down"));
+                closing = match (reason, closing) {
+                    (Some(_), Some(c)) => Some(c),
+                    (Some(r), None) => Some((Instant::now() + shared.settings.disconnect_timeout, r)),
+                    (None, _) => None,
+                };
+            }
+            r = server.read(&mut sbuf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => {
+                        if tracker.quit() {
+                            return End::ClientQuit;
+                        }
+                        if !tracker.idle() && server_msgs_in_command == 0 && sf.at_boundary() {
+                            let msg = format!("carbide: lost connection to datasource {} ({}) during the query", ds.name, ds.addr);
+                            let _ = send(client, 1, &protocol::err_payload(code::LOST_CONNECTION, "HY000", &msg)).await;
+                        }
+                        return End::ServerClosed;
+                    }
+                    Ok(n) => n,
+                };
+                let chunk = &sbuf[..n];
+                sf.feed(chunk, |m| {
+                    server_msgs_in_command += 1;
+                    if tracker.server_message(m).is_some() {
+                        server_msgs_in_command = 0;
+                        if tracker.idle() {
+                            if let Some(t) = busy_since.take() {
+                                metrics.query_seconds.observe(t.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                });
+                lm.bytes_out.inc_by(n as u64);
+                if client.write_all(chunk).await.is_err() {
+                    return End::ClientClosed { mid_command: true };
+                }
+            }
             r = client.read(&mut cbuf) => {
                 let n = match r {
                     Ok(0) | Err(_) => {
@@ -702,56 +749,6 @@ async fn pump(
                     return End::ServerClosed;
                 }
             }
-            r = server.read(&mut sbuf) => {
-                let n = match r {
-                    Ok(0) | Err(_) => {
-                        if tracker.quit() {
-                            return End::ClientQuit;
-                        }
-                        if !tracker.idle() && server_msgs_in_command == 0 && sf.at_boundary() {
-                            let msg = format!("carbide: lost connection to datasource {} ({}) during the query", ds.name, ds.addr);
-                            let _ = send(client, 1, &protocol::err_payload(code::LOST_CONNECTION, "HY000", &msg)).await;
-                        }
-                        return End::ServerClosed;
-                    }
-                    Ok(n) => n,
-                };
-                let chunk = &sbuf[..n];
-                sf.feed(chunk, |m| {
-                    server_msgs_in_command += 1;
-                    if tracker.server_message(m).is_some() {
-                        server_msgs_in_command = 0;
-                        if tracker.idle() {
-                            if let Some(t) = busy_since.take() {
-                                metrics.query_seconds.observe(t.elapsed().as_secs_f64());
-                            }
-                        }
-                    }
-                });
-                lm.bytes_out.inc_by(n as u64);
-                if client.write_all(chunk).await.is_err() {
-                    return End::ClientClosed { mid_command: true };
-                }
-            }
-            r = changes.changed() => {
-                if r.is_err() {
-                    // the router is gone: carbide is stopping
-                    closing = closing.or(Some((Instant::now() + shared.settings.disconnect_timeout, "carbide is shutting down")));
-                    continue;
-                }
-                closing = match (must_close(shared, access, &ds.name), closing) {
-                    (Some(_), Some(c)) => Some(c),
-                    (Some(r), None) => Some((Instant::now() + shared.settings.disconnect_timeout, r)),
-                    (None, _) => None,
-                };
-            }
-            r = shutdown.changed(), if shutdown_live => {
-                shutdown_live = r.is_ok();
-                let r = must_close(shared, access, &ds.name).or(if shutdown_live { None } else { Some("carbide is shutting down") });
-                if let Some(r) = r {
-                    closing = closing.or(Some((Instant::now() + shared.settings.disconnect_timeout, r)));
-                }
-            }
             _ = sleep_until_opt(deadline) => {
                 let reason = closing.map(|(_, r)| r).unwrap_or("disconnect timeout");
                 if !at_boundary || tracker.in_transaction() {
@@ -760,6 +757,21 @@ async fn pump(
                 return End::Boundary(reason);
             }
         }
+    }
+}
+
+/// Waits for the next change of the routing table, the router state or
+/// shutdown (all bump the router's change watch) and hands the receiver
+/// back; `false` (and no receiver) once the router is gone.
+async fn next_change(
+    changes: Option<watch::Receiver<u64>>,
+) -> (bool, Option<watch::Receiver<u64>>) {
+    let Some(mut rx) = changes else {
+        return std::future::pending().await;
+    };
+    match rx.changed().await {
+        Ok(()) => (true, Some(rx)),
+        Err(_) => (false, None),
     }
 }
 
