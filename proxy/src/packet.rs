@@ -50,39 +50,50 @@ impl Header {
 }
 
 /// The start of one logical message (first packet of a possibly split
-/// message), as seen by the framer. Fixed size: framing allocates nothing.
+/// message), as seen by the framer: borrowed from the chunk being fed, or
+/// from the framer's own prefix buffer when it arrived in pieces. Framing
+/// allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageStart {
+pub struct MessageStart<'a> {
     /// Sequence id of its first packet.
     pub seq: u8,
     /// Length of its first packet's payload.
     pub first_len: usize,
-    buf: [u8; PREFIX_LEN],
-    got: usize,
+    prefix: &'a [u8],
 }
 
-impl MessageStart {
-    fn new(seq: u8, first_len: usize) -> Self {
-        MessageStart {
-            seq,
-            first_len,
-            buf: [0; PREFIX_LEN],
-            got: 0,
-        }
-    }
-
+impl MessageStart<'_> {
     /// Its first `min(first_len, PREFIX_LEN)` payload bytes.
     pub fn prefix(&self) -> &[u8] {
-        &self.buf[..self.got]
+        self.prefix
     }
 
     /// The first payload byte (None for an empty packet).
     pub fn first_byte(&self) -> Option<u8> {
-        self.prefix().first().copied()
+        self.prefix.first().copied()
     }
+}
 
+/// A message start whose prefix is still arriving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    seq: u8,
+    first_len: usize,
+    buf: [u8; PREFIX_LEN],
+    got: usize,
+}
+
+impl Pending {
     fn want(&self) -> usize {
         self.first_len.min(PREFIX_LEN)
+    }
+
+    fn start(&self) -> MessageStart<'_> {
+        MessageStart {
+            seq: self.seq,
+            first_len: self.first_len,
+            prefix: &self.buf[..self.got],
+        }
     }
 }
 
@@ -102,7 +113,7 @@ pub struct Framer {
     /// True when the current packet continues an earlier (split) one.
     continuation: bool,
     /// Message whose prefix is still being collected.
-    pending: Option<MessageStart>,
+    pending: Option<Pending>,
 }
 
 impl Default for Framer {
@@ -130,35 +141,34 @@ impl Framer {
     /// Consumes `data`, calling `on_message` for each logical message whose
     /// prefix is complete (its first `PREFIX_LEN` payload bytes, or all of a
     /// shorter first packet). Never fails: any byte sequence is framed.
-    pub fn feed(&mut self, mut data: &[u8], mut on_message: impl FnMut(&MessageStart)) {
+    pub fn feed(&mut self, mut data: &[u8], mut on_message: impl FnMut(&MessageStart<'_>)) {
         while !data.is_empty() {
             match self.state {
-                State::Header { got } => {
-                    let take = (HEADER_LEN - got).min(data.len());
-                    self.header[got..got + take].copy_from_slice(&data[..take]);
-                    data = &data[take..];
-                    let got = got + take;
-                    if got < HEADER_LEN {
-                        self.state = State::Header { got };
+                // fast path: a whole header and the message's prefix are in
+                // this chunk (the common case): no copying at all
+                State::Header { got: 0 } if !self.continuation && data.len() >= HEADER_LEN => {
+                    let h = Header::parse([data[0], data[1], data[2], data[3]]);
+                    let want = h.len.min(PREFIX_LEN);
+                    let body = &data[HEADER_LEN..];
+                    if h.len >= MAX_PAYLOAD || body.len() < want {
+                        self.slow_header(&mut data, &mut on_message);
                         continue;
                     }
-                    let h = Header::parse(self.header);
-                    let starts_message = !self.continuation;
-                    self.continuation = h.len == MAX_PAYLOAD;
-                    if starts_message {
-                        let m = MessageStart::new(h.seq, h.len);
-                        if h.len == 0 {
-                            on_message(&m);
-                        } else {
-                            self.pending = Some(m);
-                        }
-                    }
-                    self.state = if h.len == 0 {
-                        State::Header { got: 0 }
+                    on_message(&MessageStart {
+                        seq: h.seq,
+                        first_len: h.len,
+                        prefix: &body[..want],
+                    });
+                    if body.len() >= h.len {
+                        data = &body[h.len..];
                     } else {
-                        State::Payload { left: h.len }
-                    };
+                        self.state = State::Payload {
+                            left: h.len - body.len(),
+                        };
+                        data = &[];
+                    }
                 }
+                State::Header { .. } => self.slow_header(&mut data, &mut on_message),
                 State::Payload { left } => {
                     let take = left.min(data.len());
                     if let Some(m) = self.pending.as_mut() {
@@ -166,7 +176,7 @@ impl Framer {
                         m.buf[m.got..m.got + n].copy_from_slice(&data[..n]);
                         m.got += n;
                         if m.got == m.want() {
-                            on_message(m);
+                            on_message(&m.start());
                             self.pending = None;
                         }
                     }
@@ -179,6 +189,43 @@ impl Framer {
                 }
             }
         }
+    }
+
+    /// Header bytes one piece at a time (split headers, continuation
+    /// packets of split messages).
+    fn slow_header(&mut self, data: &mut &[u8], on_message: &mut impl FnMut(&MessageStart<'_>)) {
+        let State::Header { got } = self.state else {
+            return;
+        };
+        let take = (HEADER_LEN - got).min(data.len());
+        self.header[got..got + take].copy_from_slice(&data[..take]);
+        *data = &data[take..];
+        let got = got + take;
+        if got < HEADER_LEN {
+            self.state = State::Header { got };
+            return;
+        }
+        let h = Header::parse(self.header);
+        let starts_message = !self.continuation;
+        self.continuation = h.len == MAX_PAYLOAD;
+        if starts_message {
+            let m = Pending {
+                seq: h.seq,
+                first_len: h.len,
+                buf: [0; PREFIX_LEN],
+                got: 0,
+            };
+            if h.len == 0 {
+                on_message(&m.start());
+            } else {
+                self.pending = Some(m);
+            }
+        }
+        self.state = if h.len == 0 {
+            State::Header { got: 0 }
+        } else {
+            State::Payload { left: h.len }
+        };
     }
 }
 
@@ -207,11 +254,31 @@ mod tests {
         out
     }
 
-    fn frame_in_chunks(data: &[u8], chunk: usize) -> Vec<MessageStart> {
+    /// A message start copied out of the callback.
+    #[derive(Debug, PartialEq)]
+    struct Msg {
+        seq: u8,
+        first_len: usize,
+        prefix: Vec<u8>,
+    }
+
+    impl Msg {
+        fn prefix(&self) -> &[u8] {
+            &self.prefix
+        }
+    }
+
+    fn frame_in_chunks(data: &[u8], chunk: usize) -> Vec<Msg> {
         let mut f = Framer::new();
         let mut out = Vec::new();
         for c in data.chunks(chunk.max(1)) {
-            f.feed(c, |m| out.push(*m));
+            f.feed(c, |m| {
+                out.push(Msg {
+                    seq: m.seq,
+                    first_len: m.first_len,
+                    prefix: m.prefix().to_vec(),
+                })
+            });
         }
         assert!(f.at_boundary());
         out
