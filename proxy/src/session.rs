@@ -629,7 +629,12 @@ async fn pump(
     // router's change watch once, not once per packet
     let mut changes = shared.router.changes();
     changes.borrow_and_update();
+    let mut probe = changes.clone();
     let mut control = std::pin::pin!(next_change(Some(changes)));
+    // Once polled, the control future stays registered with the watch and
+    // wakes this task on a change; it is polled again only when the watch's
+    // version moved (`probe`: a plain atomic load per wake-up).
+    let mut control_armed = false;
     let mut closing: Option<(Instant, &'static str)> = must_close(shared, access, &ds.name)
         .map(|r| (Instant::now() + shared.settings.disconnect_timeout, r));
     let mut busy_since: Option<Instant> = None;
@@ -667,8 +672,10 @@ async fn pump(
         tokio::select! {
             // changes first, so a session that must close sees it before the next command
             biased;
-            (alive, changes) = &mut control => {
+            (alive, changes) = poll_control(control.as_mut(), &mut control_armed, &probe) => {
                 control.set(next_change(changes));
+                control_armed = false;
+                probe.borrow_and_update();
                 // a router that is gone means carbide is stopping
                 let reason = must_close(shared, access, &ds.name)
                     .or((!alive).then_some("carbide is shutting down"));
@@ -758,6 +765,26 @@ async fn pump(
             }
         }
     }
+}
+
+/// Polls the session's control future only when it has never been polled
+/// (so it registers with the watch) or the watch's version moved past what
+/// `probe` has seen (a lock-free load); otherwise the registered waiter
+/// wakes the task when a change comes.
+async fn poll_control<F: std::future::Future>(
+    mut control: std::pin::Pin<&mut F>,
+    armed: &mut bool,
+    probe: &watch::Receiver<u64>,
+) -> F::Output {
+    std::future::poll_fn(|cx| {
+        if *armed && matches!(probe.has_changed(), Ok(false)) {
+            return std::task::Poll::Pending;
+        }
+        let r = control.as_mut().poll(cx);
+        *armed = r.is_pending();
+        r
+    })
+    .await
 }
 
 /// Waits for the next change of the routing table, the router state or
