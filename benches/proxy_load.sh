@@ -9,6 +9,7 @@
 #   BENCH_TIME=30 THREADS="16 64" benches/proxy_load.sh
 #   IDLE_SESSIONS=2000 benches/proxy_load.sh   (0 skips the idle test)
 #   WORKERS=1 benches/proxy_load.sh   (connector.worker-threads; 0 = per core)
+#   ROUNDS=3 benches/proxy_load.sh    (medians of 3 interleaved rounds)
 #
 # Everything runs on loopback in a temp dir and is stopped at the end.
 set -euo pipefail
@@ -108,24 +109,47 @@ run() { # test threads port [proxy-pid] -> "qps p95 cpu-us-per-query"
     'BEGIN { printf "%s %s %.1f\n", q, p, (n > 0 ? t * 1e6 / hz / n : 0) }'
 }
 
+ROUNDS=${ROUNDS:-1}
+: >"$W/results"
+for t in $TESTS; do
+  for n in $THREADS; do
+    for r in $(seq 1 "$ROUNDS"); do
+      # rotate the order each round so no target always runs first
+      case $(( (r - 1) % 3 )) in
+        0) order="d c h" ;; 1) order="c h d" ;; *) order="h d c" ;;
+      esac
+      for x in $order; do
+        case $x in
+          d) read -r dq dp _ < <(run "$t" "$n" "$DB") ;;
+          c) read -r cq cp cc < <(run "$t" "$n" "$RW" "$CARBIDE_PID") ;;
+          h) read -r hq hp hc < <(run "$t" "$n" "$HA" "$HAPROXY_PID") ;;
+        esac
+      done
+      echo "$t $n $dq $dp $cq $cp $cc $hq $hp $hc" >>"$W/results"
+      [ "$ROUNDS" -gt 1 ] && echo "   round $r: $t $n threads: direct $dq qps, carbide $cq qps, haproxy $hq qps" >&2
+    done
+  done
+done
+
 echo
-echo "qps and p95 latency per target; c/hap = carbide/HAProxy (qps: higher is better; p95: lower"
-echo "is better); cpu us/q = the proxy process's CPU time (user+sys) per query, ticks of 1/$TICK s"
+echo "qps and p95 latency per target (median of $ROUNDS round(s), orders rotated); c/hap = carbide/HAProxy"
+echo "(qps: higher is better; p95: lower is better); cpu = the proxy process's CPU time (user+sys)"
+echo "per query in microseconds, from /proc (ticks of 1/$TICK s)"
 printf '\n%-18s %7s | %10s %8s | %10s %8s | %10s %8s | %8s %8s | %8s %8s | %8s %8s %8s\n' test threads \
   "direct qps" "p95 ms" "carbide" "p95 ms" "haproxy" "p95 ms" "c/direct" "c/hap" "p95 c/d" "p95 c/h" \
   "cpu c" "cpu hap" "cpu c/h"
-for t in $TESTS; do
-  for n in $THREADS; do
-    read -r dq dp _ < <(run "$t" "$n" "$DB")
-    read -r cq cp cc < <(run "$t" "$n" "$RW" "$CARBIDE_PID")
-    read -r hq hp hc < <(run "$t" "$n" "$HA" "$HAPROXY_PID")
-    awk -v t="$t" -v n="$n" -v dq="$dq" -v dp="$dp" -v cq="$cq" -v cp="$cp" -v hq="$hq" -v hp="$hp" \
-      -v cc="$cc" -v hc="$hc" 'BEGIN {
+awk '
+  function median(list,   a, i, j, t, m) { m = split(list, a, " ")
+    for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+  { key = $1 " " $2; if (!(key in seen)) { seen[key] = 1; keys[++nk] = key }
+    for (i = 3; i <= 10; i++) v[key, i] = v[key, i] " " $i }
+  END { for (k = 1; k <= nk; k++) { key = keys[k]; split(key, tn, " ")
+      for (i = 3; i <= 10; i++) m[i] = median(v[key, i])
+      dq = m[3]; dp = m[4]; cq = m[5]; cp = m[6]; cc = m[7]; hq = m[8]; hp = m[9]; hc = m[10]
       printf "%-18s %7d | %10.0f %8.2f | %10.0f %8.2f | %10.0f %8.2f | %8.2f %8.2f | %8.2f %8.2f | %8.1f %8.1f %8.2f\n",
-        t, n, dq, dp, cq, cp, hq, hp, (dq>0?cq/dq:0), (hq>0?cq/hq:0), (dp>0?cp/dp:0), (hp>0?cp/hp:0),
-        cc, hc, (hc>0?cc/hc:0) }'
-  done
-done
+        tn[1], tn[2], dq, dp, cq, cp, hq, hp, (dq>0?cq/dq:0), (hq>0?cq/hq:0), (dp>0?cp/dp:0), (hp>0?cp/hp:0),
+        cc, hc, (hc>0?cc/hc:0) } }' "$W/results"
 
 if [ "$IDLE" -gt 0 ]; then
   echo
