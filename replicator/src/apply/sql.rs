@@ -128,8 +128,31 @@ fn names(cols: &[ColumnSpec], what: &str, r: &RowsChange) -> Result<Vec<String>,
         .collect()
 }
 
-/// SQL for one rows change.
+/// SQL for one rows change, one string per statement.
 pub fn rows_sql(r: &RowsChange) -> Result<Vec<String>, SqlError> {
+    let mut all = String::new();
+    let mut starts = Vec::new();
+    write_rows(r, &mut all, |o| starts.push(o.len()))?;
+    let mut out = Vec::with_capacity(starts.len());
+    for (i, &s) in starts.iter().enumerate() {
+        let e = starts.get(i + 1).copied().unwrap_or(all.len());
+        out.push(all[s..e].to_string());
+    }
+    Ok(out)
+}
+
+/// Appends the statements of one rows change to `out`, each preceded by
+/// `;` (for a multi-statement query).
+pub fn append_rows_sql(out: &mut String, r: &RowsChange) -> Result<(), SqlError> {
+    write_rows(r, out, |o| o.push(';'))
+}
+
+/// Writes the statements of `r` into `out`, calling `begin` before each.
+fn write_rows(
+    r: &RowsChange,
+    out: &mut String,
+    mut begin: impl FnMut(&mut String),
+) -> Result<(), SqlError> {
     let table = format!("{}.{}", ident(&r.schema), ident(&r.table));
     let missing = |img: &str| {
         SqlError(format!(
@@ -141,8 +164,16 @@ pub fn rows_sql(r: &RowsChange) -> Result<Vec<String>, SqlError> {
     };
     match r.action {
         RowAction::Insert => {
+            if r.rows.is_empty() {
+                return Ok(());
+            }
             let cols = names(&r.columns, "INSERT", r)?;
-            let mut sql = format!("INSERT INTO {table} ({}) VALUES ", cols.join(", "));
+            begin(out);
+            out.push_str("INSERT INTO ");
+            out.push_str(&table);
+            out.push_str(" (");
+            out.push_str(&cols.join(", "));
+            out.push_str(") VALUES ");
             for (i, row) in r.rows.iter().enumerate() {
                 let after = row.after.as_ref().ok_or_else(|| missing("after"))?;
                 if after.len() != cols.len() {
@@ -154,83 +185,115 @@ pub fn rows_sql(r: &RowsChange) -> Result<Vec<String>, SqlError> {
                         cols.len()
                     )));
                 }
-                sql.push_str(if i == 0 { "(" } else { ", (" });
+                out.push_str(if i == 0 { "(" } else { ", (" });
                 for (j, (v, c)) in after.iter().zip(&r.columns).enumerate() {
                     if j > 0 {
-                        sql.push_str(", ");
+                        out.push_str(", ");
                     }
-                    literal(&mut sql, v, c);
+                    literal(out, v, c);
                 }
-                sql.push(')');
+                out.push(')');
             }
-            Ok(if r.rows.is_empty() {
-                Vec::new()
-            } else {
-                vec![sql]
-            })
         }
         RowAction::Update => {
             let cols = names(&r.columns, "UPDATE", r)?;
             let keys = names(&r.keys, "UPDATE", r)?;
-            let mut out = Vec::with_capacity(r.rows.len());
+            let key = key_columns(r);
             for row in &r.rows {
                 let before = row.before.as_ref().ok_or_else(|| missing("before"))?;
                 let after = row.after.as_ref().ok_or_else(|| missing("after"))?;
-                let mut sql = format!("UPDATE {table} SET ");
+                begin(out);
+                out.push_str("UPDATE ");
+                out.push_str(&table);
+                out.push_str(" SET ");
                 for (j, ((v, c), n)) in after.iter().zip(&r.columns).zip(&cols).enumerate() {
                     if j > 0 {
-                        sql.push_str(", ");
+                        out.push_str(", ");
                     }
-                    sql.push_str(n);
-                    sql.push_str(" = ");
-                    literal(&mut sql, v, c);
+                    out.push_str(n);
+                    out.push_str(" = ");
+                    literal(out, v, c);
                 }
-                where_key(&mut sql, r, &keys, before);
-                out.push(sql);
+                where_key(out, r, &key, &keys, before)?;
             }
-            Ok(out)
         }
         RowAction::Delete => {
             let keys = names(&r.keys, "DELETE", r)?;
-            let mut out = Vec::with_capacity(r.rows.len());
+            let key = key_columns(r);
             for row in &r.rows {
                 let before = row.before.as_ref().ok_or_else(|| missing("before"))?;
-                let mut sql = format!("DELETE FROM {table}");
-                where_key(&mut sql, r, &keys, before);
-                out.push(sql);
+                begin(out);
+                out.push_str("DELETE FROM ");
+                out.push_str(&table);
+                where_key(out, r, &key, &keys, before)?;
             }
-            Ok(out)
         }
+    }
+    Ok(())
+}
+
+/// Positions in `r.keys` of the columns that identify a row: those marked
+/// `primary_key` (the primary key, or the unique NOT NULL key the
+/// extractor chose for a table without one), else every column of the
+/// before image.
+fn key_columns(r: &RowsChange) -> Vec<usize> {
+    let pk: Vec<usize> = (0..r.keys.len())
+        .filter(|&i| r.keys[i].primary_key)
+        .collect();
+    if pk.is_empty() {
+        (0..r.keys.len()).collect()
+    } else {
+        pk
     }
 }
 
-/// ` WHERE …  LIMIT 1`: the primary-key columns of the before image if
-/// any are marked, else every column of it (NULL-safe).
-fn where_key(sql: &mut String, r: &RowsChange, names: &[String], before: &[Value]) {
-    let pk: Vec<usize> = (0..r.keys.len().min(before.len()))
-        .filter(|&i| r.keys[i].primary_key)
-        .collect();
-    let chosen: Vec<usize> = if pk.is_empty() {
-        (0..r.keys.len().min(before.len())).collect()
-    } else {
-        pk
-    };
+/// ` WHERE …  LIMIT 1` over the key columns of the before image
+/// (NULL-safe comparisons).
+fn where_key(
+    sql: &mut String,
+    r: &RowsChange,
+    key: &[usize],
+    names: &[String],
+    before: &[Value],
+) -> Result<(), SqlError> {
     sql.push_str(" WHERE ");
-    for (n, &i) in chosen.iter().enumerate() {
+    let mut n = 0;
+    for &i in key.iter().filter(|&&i| i < before.len()) {
         if n > 0 {
             sql.push_str(" AND ");
         }
+        n += 1;
         sql.push_str(&names[i]);
         sql.push_str(" <=> ");
         literal(sql, &before[i], &r.keys[i]);
     }
+    if n == 0 {
+        return Err(SqlError(format!(
+            "{} on {}.{}: no key column in the before image",
+            r.action.as_str(),
+            r.schema,
+            r.table
+        )));
+    }
     sql.push_str(" LIMIT 1");
+    Ok(())
+}
+
+/// A string as a `_utf8mb4 X'…'` literal (any bytes, no escaping).
+pub fn string_literal(s: &str) -> String {
+    let mut out = String::with_capacity(11 + 2 * s.len());
+    out.push_str("_utf8mb4 ");
+    hex(&mut out, s.as_bytes());
+    out
 }
 
 fn hex(out: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(3 + 2 * b.len());
     out.push_str("X'");
-    for x in b {
-        let _ = write!(out, "{x:02X}");
+    for &x in b {
+        out.push(DIGITS[usize::from(x >> 4)] as char);
+        out.push(DIGITS[usize::from(x & 15)] as char);
     }
     out.push('\'');
 }
