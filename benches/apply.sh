@@ -5,7 +5,8 @@
 #
 #   benches/apply.sh                          # BENCH_TIME=30 s of load per backlog
 #   BENCH_TIME=60 THREADS=16 benches/apply.sh
-#   CHANNELS="1 4" RATE=300 LAT_TIME=20 SKIP_MULTI=0 SKIP_LATENCY=0 benches/apply.sh
+#   CHANNELS="1 4" RATE=300 LAT_TIME=20 SKIP_SINGLE=0 SKIP_MULTI=0 SKIP_LATENCY=0 benches/apply.sh
+#   PERF=1 [PERF_DIR=/tmp/keep] benches/apply.sh   # perf record -g each catch-up, print the top symbols
 #
 # One primary (binlog ROW, FULL image, FULL metadata) and, of that primary,
 # one native MariaDB replica (CHANGE MASTER TO file/pos, serial SQL thread:
@@ -23,7 +24,7 @@
 # alone (native first), timed from START SLAVE SQL_THREAD / UNLOCK TABLES
 # until it has applied the last transaction:
 #   1. sysbench oltp_write_only on one schema for BENCH_TIME s;
-#   2. four sysbench oltp_write_only runs at once, one per schema.
+#   2. four sysbench oltp_write_only runs at once, one per schema (MULTI_DBS).
 # Then, with every replica running, latency commit-on-primary →
 # visible-on-replica under sysbench --rate=RATE plus a heartbeat row every
 # 10 ms (in the loaded schema): p50/p99/max per replica.
@@ -45,6 +46,10 @@ LAT_TIME=${LAT_TIME:-20}
 SKIP_MULTI=${SKIP_MULTI:-0}
 SKIP_LATENCY=${SKIP_LATENCY:-0}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+# The multi-schema workload's schemas. Channels are chosen by a hash of the
+# schema name, so 4 schemas land on 4 distinct channels only by luck (about
+# 1 in 11); these four do (channels 1, 2, 3, 0 of 4; 1, 0, 1, 0 of 2).
+MULTI_DBS=${MULTI_DBS:-"sb1 sb2 sb3 sb7"}
 
 echo "== building carbide-replicator (release)"
 cargo build --release -q -p carbide-replicator --bins
@@ -77,7 +82,7 @@ start_db() { # name server_id extra-opts... ; sets PORT
   mariadbd --no-defaults --datadir="$W/$name/data" --tmpdir="$W/$name/tmp" --socket="$W/$name/sock" \
     --pid-file="$W/$name/pid" --log-error="$W/$name/error.log" --port="$port" --bind-address=127.0.0.1 \
     "${USERARG[@]}" --server-id="$id" "${SERVER_OPTS[@]}" "$@" >/dev/null 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); DBPID=$!
   for _ in $(seq 200); do mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
   PORT=$port
 }
@@ -89,9 +94,11 @@ sql() { local port=$1; shift; mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot
 
 echo "== starting the primary, the native replica and carbide replica(s) with channels: $CHANNELS"
 start_db primary 1; P=$PORT
-start_db native 2 "${REPLICA_OPTS[@]}"; N=$PORT
-CPORTS=(); i=0
-for c in $CHANNELS; do start_db "carbide$i" $((10 + i)) "${REPLICA_OPTS[@]}"; CPORTS+=("$PORT"); i=$((i + 1)); done
+start_db native 2 "${REPLICA_OPTS[@]}"; N=$PORT; NPID=$DBPID
+CPORTS=(); CPIDS=(); i=0
+for c in $CHANNELS; do
+  start_db "carbide$i" $((10 + i)) "${REPLICA_OPTS[@]}"; CPORTS+=("$PORT"); CPIDS+=("$DBPID"); i=$((i + 1))
+done
 
 read -r FILE POS < <(sql "$P" -e 'SHOW MASTER STATUS' | awk '{print $1, $2}')
 sql "$N" -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$P, MASTER_USER='root', \
@@ -112,33 +119,63 @@ done
 "$REPL" --config "$W/carbide.toml" --member db1 --start current 2>"$W/master.log" &
 PIDS+=($!)
 wait_online "$MADMIN"
-i=0
+i=0; RPIDS=()
 for c in $CHANNELS; do
   "$REPL" --config "$W/carbide.toml" --member "r$i" --channels "$c" 2>"$W/r$i.log" &
-  PIDS+=($!)
+  PIDS+=($!); RPIDS+=($!)
   i=$((i + 1))
 done
 for a in "${CADMIN[@]}"; do wait_online "$a"; done
 
-echo "== sysbench prepare: sbtest ($TABLES x $TABLE_SIZE rows) and sb1..sb4 (2 x $TABLE_SIZE rows each)"
-sql "$P" -e 'CREATE DATABASE sbtest; CREATE DATABASE sb1; CREATE DATABASE sb2; CREATE DATABASE sb3; CREATE DATABASE sb4;
-  CREATE TABLE sbtest.hb (id BIGINT PRIMARY KEY, t DOUBLE NOT NULL)'
+echo "== sysbench prepare: sbtest ($TABLES x $TABLE_SIZE rows) and $MULTI_DBS (2 x $TABLE_SIZE rows each)"
+sql "$P" -e "CREATE DATABASE sbtest; $(for d in $MULTI_DBS; do printf 'CREATE DATABASE %s; ' "$d"; done)
+  CREATE TABLE sbtest.hb (id BIGINT PRIMARY KEY, t DOUBLE NOT NULL)"
 SB=(sysbench oltp_write_only --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$P" --mysql-user=root --mysql-password=)
 "${SB[@]}" --mysql-db=sbtest --tables="$TABLES" --table-size="$TABLE_SIZE" --threads=4 prepare >/dev/null
 PREP=()
-for d in sb1 sb2 sb3 sb4; do "${SB[@]}" --mysql-db=$d --tables=2 --table-size="$TABLE_SIZE" prepare >/dev/null & PREP+=($!); done
+for d in $MULTI_DBS; do "${SB[@]}" --mysql-db=$d --tables=2 --table-size="$TABLE_SIZE" prepare >/dev/null & PREP+=($!); done
 for j in "${PREP[@]}"; do wait "$j"; done
 
 python3 - "$P" "$N" "$MADMIN" "$BENCH_TIME" "$THREADS" "$TABLES" "$TABLE_SIZE" "$RATE" "$LAT_TIME" \
-  "$SKIP_MULTI" "$SKIP_LATENCY" "$CHANNELS" "${CPORTS[*]}" "${CADMIN[*]}" <<'PY'
-import json, statistics, subprocess, sys, threading, time, urllib.request
+  "$SKIP_MULTI" "$SKIP_LATENCY" "$CHANNELS" "${CPORTS[*]}" "${CADMIN[*]}" "$MULTI_DBS" \
+  "$NPID" "${CPIDS[*]}" "${RPIDS[*]}" "${PERF:-0}" "$W" "${SKIP_SINGLE:-0}" <<'PY'
+import json, os, subprocess, sys, threading, time, urllib.request
 
 (P, N, MADMIN, BENCH_TIME, THREADS, TABLES, TABLE_SIZE, RATE, LAT_TIME,
  SKIP_MULTI, SKIP_LATENCY) = sys.argv[1:12]
 CHANNELS = sys.argv[12].split()
 CPORTS = sys.argv[13].split()
 CADMIN = sys.argv[14].split()
+MULTI_DBS = sys.argv[15].split()
+NPID, CPIDS, RPIDS = sys.argv[16], sys.argv[17].split(), sys.argv[18].split()
+PERF, W, SKIP_SINGLE = sys.argv[19] == "1", sys.argv[20], sys.argv[21]
 BENCH_TIME, THREADS, RATE, LAT_TIME = int(BENCH_TIME), int(THREADS), int(RATE), int(LAT_TIME)
+TICK = os.sysconf("SC_CLK_TCK")
+
+def cpu(pid):
+    """CPU seconds used so far by a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / TICK
+
+def perf_start(pids, name):
+    if not PERF: return None
+    out = f"{os.environ.get('PERF_DIR', W)}/perf-{name}.data"
+    return subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-o", out, "-p", ",".join(pids)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
+
+def perf_stop(h):
+    if not h: return
+    p, out = h
+    p.send_signal(2); p.wait()
+    rep = subprocess.run(["perf", "report", "-i", out, "--no-children", "--sort", "comm,dso,sym",
+                          "--stdio", "-g", "none", "--percent-limit", "0.4"],
+                         capture_output=True, text=True).stdout
+    lines = [l.strip() for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+    print("    perf, share of all samples (self time):")
+    db = [l for l in lines if " mariadbd " in l][:12]
+    other = [l for l in lines if " mariadbd " not in l][:18]
+    for l in db + other: print("     ", l[:150])
 
 def sql(port, q):
     out = subprocess.run(["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{port}", "-uroot", "-N", "-B", "-e", q],
@@ -233,31 +270,44 @@ def backlog(title, runs):
     native_io_done(f, p)
     print(f"  primary: {rate:.0f} tx/s for {BENCH_TIME} s; backlog {n} transactions "
           f"(THL seqno {s0 + 1}..{target}); every replica holds it locally")
-    res = {}
+    res, cpus = {}, {}
+    c0 = cpu(NPID)
+    h = perf_start([NPID], "native")
     t0 = time.time()
     sql(N, f"START SLAVE SQL_THREAD; SELECT MASTER_POS_WAIT('{f}', {p}, 900)")
     res["native"] = time.time() - t0
-    for c, a, lock in zip(CHANNELS, CADMIN, locks):
+    cpus["native"] = (cpu(NPID) - c0, 0.0)
+    perf_stop(h)
+    for c, a, lock, dbpid, rpid in zip(CHANNELS, CADMIN, locks, CPIDS, RPIDS):
+        c0, r0 = cpu(dbpid), cpu(rpid)
+        h = perf_start([dbpid, rpid], f"carbide{c}")
         t0 = time.time()
         lock.run("UNLOCK TABLES; SELECT 'unlocked'")
         wait_until("carbide catch-up", lambda: status(a)["appliedLastSeqno"] >= target, every=0.01)
         res[f"carbide {c}ch"] = time.time() - t0
+        cpus[f"carbide {c}ch"] = (cpu(dbpid) - c0, cpu(rpid) - r0)
+        perf_stop(h)
         lock.close()
         st = status(a)
         if st["state"] != "ONLINE": sys.exit(f"carbide {c}ch: {st['state']} {st['pendingError']}")
     base = n / res["native"]
-    print(f"  {'replica':<14} {'seconds':>8} {'tx/s':>8} {'vs native':>9}")
+    print(f"  {'replica':<14} {'seconds':>8} {'tx/s':>8} {'vs native':>9} {'cpu s: mariadbd':>16} {'replicator':>10}")
     for k, secs in res.items():
         r = n / secs
-        print(f"  {k:<14} {secs:8.2f} {r:8.0f} {r / base:8.2f}x")
+        print(f"  {k:<14} {secs:8.2f} {r:8.0f} {r / base:8.2f}x {cpus[k][0]:16.1f} {cpus[k][1]:10.1f}")
     return res
 
-backlog(f"1. backlog: sysbench oltp_write_only, sbtest ({TABLES} tables), {THREADS} threads, {BENCH_TIME} s",
-        [("sbtest", THREADS, BENCH_TIME, TABLES)])
+if SKIP_SINGLE != "1":
+    backlog(f"1. backlog: sysbench oltp_write_only, sbtest ({TABLES} tables), {THREADS} threads, {BENCH_TIME} s",
+            [("sbtest", THREADS, BENCH_TIME, TABLES)])
 if SKIP_MULTI != "1":
     per = max(1, THREADS // 4)
-    backlog(f"2. backlog: 4 x sysbench oltp_write_only at once (sb1..sb4, {per} threads each), {BENCH_TIME} s",
-            [(d, per, BENCH_TIME, 2) for d in ("sb1", "sb2", "sb3", "sb4")])
+    backlog(f"2. backlog: {len(MULTI_DBS)} x sysbench oltp_write_only at once ({', '.join(MULTI_DBS)}; "
+            f"{per} threads each), {BENCH_TIME} s", [(d, per, BENCH_TIME, 2) for d in MULTI_DBS])
+    for c, port in zip(CHANNELS, CPORTS):
+        rows = sql(port, "SELECT task_id, shard_id FROM tungsten_bench.trep_commit_seqno ORDER BY task_id")
+        print(f"  carbide {c}ch rows (task_id: shard of its last transaction): "
+              + ", ".join(f"{r[0]}: {r[1]}" for r in rows))
 
 if SKIP_LATENCY != "1":
     print(f"\n== 3. latency commit-on-primary -> visible-on-replica: sysbench --rate={RATE} "

@@ -3,16 +3,19 @@
 //!
 //! [`Work`] enters through the channel's queue from the dispatcher
 //! (`dispatch.rs`), in seqno order: transactions, and checkpoints that move
-//! the row of an idle channel up to the low-water mark. The channel
-//! applies what is queued in blocks of up to `block_commit` transactions:
+//! the row of an idle channel up to the low-water mark. Transactions come
+//! [`Prepared`]: their row changes already SQL, built on the dispatcher's
+//! thread while this one waits for the server. The channel applies what is
+//! queued in blocks of up to `block_commit` transactions:
 //! one database transaction holding the block's row changes and the row
-//! update for its last transaction, sent as one multi-statement query (one
-//! round trip) when it holds no statement. A block that fails on a server
+//! update for its last transaction, sent as one compound statement (one
+//! round trip, one answer; see `batch.rs`) when it holds no statement. A block that fails on a server
 //! error is rolled back and replayed statement by statement to name the
 //! failing seqno and statement; transactions with statements (DDL) are
 //! applied alone, statement by statement. A [`Report`] leaves for every
 //! block committed and for the failure that stops the channel.
 
+use super::batch::{self, TxSql};
 use super::catalog::{update_row_sql, Mark};
 use super::{sql, ApplierConfig, ApplyError, BATCH_BYTES};
 use crate::extract::service_schema;
@@ -26,9 +29,50 @@ use std::sync::mpsc::{Receiver, Sender};
 #[derive(Debug)]
 pub enum Work {
     /// A whole transaction to apply.
-    Tx(ThlEvent),
+    Tx(Prepared),
     /// Record this mark in the channel's row (nothing else to apply).
     Checkpoint(Mark),
+}
+
+/// A transaction with its row changes already turned into SQL (by the
+/// dispatcher's thread, so that this channel only concatenates and waits
+/// for the server).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The transaction.
+    pub tx: ThlEvent,
+    /// Holds statements: applied alone, statement by statement.
+    pub alone: bool,
+    /// Recorded as applied without applying (own or `-skip-seqno`).
+    pub skip: bool,
+    /// Its row changes as `;`-prefixed statements (empty when `alone` or
+    /// `skip`), or why they cannot be built.
+    pub sql: Result<TxSql, sql::SqlError>,
+}
+
+impl Prepared {
+    /// Prepares `tx` for the channels of `cfg`.
+    pub fn new(cfg: &ApplierConfig, tx: ThlEvent) -> Prepared {
+        let alone = has_statements(&tx);
+        let skip = tx.source_id == cfg.member || cfg.skip.contains(&tx.seqno);
+        let mut out = TxSql::default();
+        out.text.reserve(estimate(&tx));
+        let mut sql = Ok(());
+        if !alone && !skip {
+            for c in &tx.changes {
+                if let (Change::Rows(r), Ok(())) = (c, &sql) {
+                    let start = out.text.len();
+                    sql = sql::append_rows_sql(&mut out.text, r).map(|ins| out.note(start, ins));
+                }
+            }
+        }
+        Prepared {
+            tx,
+            alone,
+            skip,
+            sql: sql.map(|()| out),
+        }
+    }
 }
 
 /// What a channel tells the dispatcher.
@@ -43,6 +87,9 @@ pub enum Report {
         mark: Mark,
         /// Transactions in the block (0 for a checkpoint).
         transactions: u64,
+        /// The block, handed back to be freed on the thread that
+        /// allocated it (cheaper for the allocator than freeing here).
+        done: Vec<Prepared>,
     },
     /// The channel stopped on this error.
     Failed {
@@ -51,6 +98,25 @@ pub enum Report {
         /// Why.
         error: ApplyError,
     },
+}
+
+/// About the length of a transaction's SQL (to allocate it once).
+fn estimate(tx: &ThlEvent) -> usize {
+    let mut n = 0;
+    for c in &tx.changes {
+        if let Change::Rows(r) = c {
+            let cols = r.columns.len() + r.keys.len();
+            n += 64 + r.rows.len() * (24 * cols + 16);
+            for row in &r.rows {
+                for v in row.after.iter().chain(row.before.iter()).flatten() {
+                    if let crate::thl::Value::Bytes { data, .. } = v {
+                        n += 2 * data.len();
+                    }
+                }
+            }
+        }
+    }
+    n
 }
 
 /// True when a transaction holds a statement (applied alone).
@@ -135,6 +201,7 @@ pub fn run(
                             channel: id,
                             mark: m,
                             transactions: 0,
+                            done: Vec::new(),
                         });
                         continue;
                     }
@@ -150,11 +217,11 @@ pub fn run(
                 }
             }
             Work::Tx(t) => {
-                let alone = has_statements(&t);
+                let alone = t.alone;
                 let mut block = vec![t];
                 while !alone && block.len() < max {
                     match rx.try_recv() {
-                        Ok(Work::Tx(t)) if !has_statements(&t) => block.push(t),
+                        Ok(Work::Tx(t)) if !t.alone => block.push(t),
                         Ok(w) => {
                             next = Some(w);
                             break;
@@ -170,8 +237,9 @@ pub fn run(
                 if let Some(last) = block.last() {
                     let _ = reports.send(Report::Committed {
                         channel: id,
-                        mark: Mark::of(last),
+                        mark: Mark::of(&last.tx),
                         transactions: block.len() as u64,
+                        done: block,
                     });
                 }
             }
@@ -199,17 +267,12 @@ impl Channel<'_> {
         }
     }
 
-    /// Own transactions (extracted here before a role change) and the
-    /// operator's `-skip-seqno` ones are recorded, not applied.
-    fn skipped(&self, tx: &ThlEvent) -> bool {
-        tx.source_id == self.cfg.member || self.cfg.skip.contains(&tx.seqno)
-    }
-
-    async fn apply_block(&mut self, block: &[ThlEvent]) -> Result<(), ApplyError> {
+    async fn apply_block(&mut self, block: &[Prepared]) -> Result<(), ApplyError> {
         let Some(last) = block.last() else {
             return Ok(());
         };
-        let batch = !block.iter().any(has_statements);
+        let last = &last.tx;
+        let batch = !block.iter().any(|p| p.alone);
         let mut r = if batch {
             self.batch(block, last).await
         } else {
@@ -235,53 +298,34 @@ impl Channel<'_> {
         }
     }
 
-    /// `BEGIN; <row changes>; <row update>; COMMIT` as `;`-separated
-    /// statements, sent every `BATCH_BYTES` (usually once).
-    async fn batch(&mut self, block: &[ThlEvent], last: &ThlEvent) -> Result<(), ApplyError> {
-        let mut buf = String::with_capacity(64 << 10);
-        buf.push_str("BEGIN");
-        for tx in block {
-            if self.skipped(tx) {
-                continue;
-            }
-            for c in &tx.changes {
-                let Change::Rows(r) = c else {
-                    return Err(Self::sql_err(
-                        tx,
-                        sql::SqlError("statement in a batch".into()),
-                    ));
-                };
-                let was_empty = buf.is_empty();
-                sql::append_rows_sql(&mut buf, r).map_err(|e| Self::sql_err(tx, e))?;
-                if was_empty && buf.starts_with(';') {
-                    buf.remove(0);
-                }
-                if buf.len() >= BATCH_BYTES {
-                    if let Err(e) = self.conn.query_drop(buf.as_str()).await {
-                        return Err(self.failed(e, last, "(batch)".into()));
-                    }
-                    buf.clear();
-                }
+    /// The block as compound statements (see `batch.rs`): usually one
+    /// query, one round trip, one answer.
+    async fn batch(&mut self, block: &[Prepared], last: &ThlEvent) -> Result<(), ApplyError> {
+        let mut parts = Vec::with_capacity(block.len());
+        for p in block {
+            parts.push(
+                p.sql
+                    .as_ref()
+                    .map_err(|e| Self::sql_err(&p.tx, e.clone()))?,
+            );
+        }
+        let tail = update_row_sql(&self.schema, self.id, &Mark::of(last));
+        for q in batch::compose(parts, &tail, BATCH_BYTES) {
+            if let Err(e) = self.conn.query_drop(q.as_str()).await {
+                return Err(self.failed(e, last, "(batch)".into()));
             }
         }
-        if !buf.is_empty() {
-            buf.push(';');
-        }
-        buf.push_str(&update_row_sql(&self.schema, self.id, &Mark::of(last)));
-        buf.push_str(";COMMIT");
-        match self.conn.query_drop(buf.as_str()).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.failed(e, last, "(batch)".into())),
-        }
+        Ok(())
     }
 
     /// The block statement by statement (names the failing one).
-    async fn one_by_one(&mut self, block: &[ThlEvent], last: &ThlEvent) -> Result<(), ApplyError> {
+    async fn one_by_one(&mut self, block: &[Prepared], last: &ThlEvent) -> Result<(), ApplyError> {
         if let Err(e) = self.conn.query_drop("BEGIN").await {
             return Err(self.failed(e, last, "BEGIN".into()));
         }
-        for tx in block {
-            if self.skipped(tx) {
+        for p in block {
+            let tx = &p.tx;
+            if p.skip {
                 tracing::info!(seqno = tx.seqno, source = %tx.source_id, "not applying (own or skipped)");
                 continue;
             }

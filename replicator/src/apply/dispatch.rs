@@ -15,7 +15,7 @@
 //! others and is returned.
 
 use super::catalog::Mark;
-use super::channel::{self, has_statements, Report, Work};
+use super::channel::{self, Prepared, Report, Work};
 use super::plan::{route, Admit, Scheduler};
 use super::{ApplierConfig, ApplyError, ApplyProgress};
 use crate::extract::StopRequest;
@@ -159,7 +159,7 @@ impl Dispatcher<'_> {
                 self.checkpoint(force)?;
                 continue;
             };
-            let rt = route(&tx.shard, has_statements(&tx), n);
+            let rt = route(&tx.shard, channel::has_statements(&tx), n);
             loop {
                 match self.sched.admit(tx.seqno, rt) {
                     Admit::WaitIdle => self.drain(BUSY_WAIT)?,
@@ -170,7 +170,7 @@ impl Dispatcher<'_> {
                     }
                     Admit::Send(c) => {
                         let (seqno, mark) = (tx.seqno, Mark::of(&tx));
-                        self.send(c, Work::Tx(tx))?;
+                        self.send(c, Work::Tx(Prepared::new(cfg, tx)))?;
                         self.sched.sent(seqno, c, rt.serialized);
                         self.marks.push_back(mark);
                         break;
@@ -274,9 +274,11 @@ impl Dispatcher<'_> {
                     channel,
                     mark,
                     transactions,
+                    done,
                 } => {
                     self.sched.committed(channel, mark.seqno);
                     committed += transactions;
+                    drop(done);
                 }
                 Report::Failed { channel, error } => {
                     tracing::error!(channel, %error, "apply channel failed");

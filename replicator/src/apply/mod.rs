@@ -26,6 +26,7 @@
 //! re-made; otherwise the applier first catches up with the stored count
 //! (the old mapping) to the highest row, which leaves all rows equal.
 
+mod batch;
 mod catalog;
 mod channel;
 mod dispatch;
@@ -141,7 +142,7 @@ impl ApplyError {
     }
 }
 
-/// Largest multi-statement query the applier sends in one go.
+/// Size at which the applier splits a block into several queries.
 pub const BATCH_BYTES: usize = 4 << 20;
 
 /// Applies the THL until the writer closes, `stop` asks (now, or once the

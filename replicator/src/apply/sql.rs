@@ -1,7 +1,9 @@
 //! SQL generation for the applier (pure: no IO).
 //!
 //! A [`RowsChange`] becomes INSERT (one multi-row statement), UPDATE … WHERE
-//! key LIMIT 1 or DELETE … WHERE key LIMIT 1 per row; a [`Statement`]
+//! key LIMIT 1 or DELETE … WHERE key LIMIT 1 per row; with a full before
+//! image, an UPDATE sets only the columns that changed (and DATETIME/
+//! TIMESTAMP ones, which may be `ON UPDATE CURRENT_TIMESTAMP`); a [`Statement`]
 //! becomes the `SET` statements for its session context plus its own text.
 //! The key is the primary key when the row image marks one, else the whole
 //! before image compared with `<=>` (NULL-safe). Values are written as
@@ -113,19 +115,26 @@ fn session_sets(v: &SessionVars) -> Vec<String> {
     s
 }
 
-fn names(cols: &[ColumnSpec], what: &str, r: &RowsChange) -> Result<Vec<String>, SqlError> {
-    cols.iter()
-        .map(|c| {
-            if c.name.is_empty() {
-                Err(SqlError(format!(
-                    "{} of {}.{}: column {} has no name in the row image",
-                    what, r.schema, r.table, c.index
-                )))
-            } else {
-                Ok(ident(&c.name))
-            }
-        })
-        .collect()
+/// Every column must have a name to be written.
+fn check_names(cols: &[ColumnSpec], what: &str, r: &RowsChange) -> Result<(), SqlError> {
+    match cols.iter().find(|c| c.name.is_empty()) {
+        Some(c) => Err(SqlError(format!(
+            "{} of {}.{}: column {} has no name in the row image",
+            what, r.schema, r.table, c.index
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Appends an identifier quoted with backticks.
+fn push_ident(out: &mut String, s: &str) {
+    out.push('`');
+    if s.contains('`') {
+        out.push_str(&s.replace('`', "``"));
+    } else {
+        out.push_str(s);
+    }
+    out.push('`');
 }
 
 /// SQL for one rows change, one string per statement.
@@ -142,18 +151,27 @@ pub fn rows_sql(r: &RowsChange) -> Result<Vec<String>, SqlError> {
 }
 
 /// Appends the statements of one rows change to `out`, each preceded by
-/// `;` (for a multi-statement query).
-pub fn append_rows_sql(out: &mut String, r: &RowsChange) -> Result<(), SqlError> {
+/// `;` (for a multi-statement query). For an INSERT, returns where its
+/// `INSERT INTO … VALUES ` prefix lies in `out` (rows of a following
+/// INSERT with the same prefix may be appended to it).
+pub fn append_rows_sql(
+    out: &mut String,
+    r: &RowsChange,
+) -> Result<Option<std::ops::Range<usize>>, SqlError> {
     write_rows(r, out, |o| o.push(';'))
 }
 
-/// Writes the statements of `r` into `out`, calling `begin` before each.
+/// Writes the statements of `r` into `out`, calling `begin` before each;
+/// for an INSERT, returns the range of its `INSERT INTO … VALUES ` prefix.
 fn write_rows(
     r: &RowsChange,
     out: &mut String,
     mut begin: impl FnMut(&mut String),
-) -> Result<(), SqlError> {
-    let table = format!("{}.{}", ident(&r.schema), ident(&r.table));
+) -> Result<Option<std::ops::Range<usize>>, SqlError> {
+    let mut table = String::with_capacity(r.schema.len() + r.table.len() + 5);
+    push_ident(&mut table, &r.schema);
+    table.push('.');
+    push_ident(&mut table, &r.table);
     let missing = |img: &str| {
         SqlError(format!(
             "{} on {}.{}: a row has no {img} image",
@@ -165,24 +183,31 @@ fn write_rows(
     match r.action {
         RowAction::Insert => {
             if r.rows.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
-            let cols = names(&r.columns, "INSERT", r)?;
+            check_names(&r.columns, "INSERT", r)?;
             begin(out);
+            let p0 = out.len();
             out.push_str("INSERT INTO ");
             out.push_str(&table);
             out.push_str(" (");
-            out.push_str(&cols.join(", "));
+            for (j, c) in r.columns.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(", ");
+                }
+                push_ident(out, &c.name);
+            }
             out.push_str(") VALUES ");
+            let p1 = out.len();
             for (i, row) in r.rows.iter().enumerate() {
                 let after = row.after.as_ref().ok_or_else(|| missing("after"))?;
-                if after.len() != cols.len() {
+                if after.len() != r.columns.len() {
                     return Err(SqlError(format!(
                         "INSERT on {}.{}: {} values for {} columns",
                         r.schema,
                         r.table,
                         after.len(),
-                        cols.len()
+                        r.columns.len()
                     )));
                 }
                 out.push_str(if i == 0 { "(" } else { ", (" });
@@ -194,42 +219,76 @@ fn write_rows(
                 }
                 out.push(')');
             }
+            return Ok(Some(p0..p1));
         }
         RowAction::Update => {
-            let cols = names(&r.columns, "UPDATE", r)?;
-            let keys = names(&r.keys, "UPDATE", r)?;
+            check_names(&r.columns, "UPDATE", r)?;
+            check_names(&r.keys, "UPDATE", r)?;
             let key = key_columns(r);
+            let full_before = r.keys.len() == r.columns.len()
+                && r.keys
+                    .iter()
+                    .zip(&r.columns)
+                    .all(|(k, c)| k.index == c.index);
             for row in &r.rows {
                 let before = row.before.as_ref().ok_or_else(|| missing("before"))?;
                 let after = row.after.as_ref().ok_or_else(|| missing("after"))?;
+                let set = |j: usize| {
+                    !full_before
+                        || always_set(&r.columns[j])
+                        || before.get(j).is_none_or(|b| !same_value(b, &after[j]))
+                };
+                let any = (0..after.len().min(r.columns.len())).any(set);
                 begin(out);
                 out.push_str("UPDATE ");
                 out.push_str(&table);
                 out.push_str(" SET ");
-                for (j, ((v, c), n)) in after.iter().zip(&r.columns).zip(&cols).enumerate() {
-                    if j > 0 {
+                let mut n = 0;
+                for (j, (v, c)) in after.iter().zip(&r.columns).enumerate() {
+                    if any && !set(j) {
+                        continue;
+                    }
+                    if n > 0 {
                         out.push_str(", ");
                     }
-                    out.push_str(n);
+                    n += 1;
+                    push_ident(out, &c.name);
                     out.push_str(" = ");
                     literal(out, v, c);
                 }
-                where_key(out, r, &key, &keys, before)?;
+                where_key(out, r, &key, before)?;
             }
         }
         RowAction::Delete => {
-            let keys = names(&r.keys, "DELETE", r)?;
+            check_names(&r.keys, "DELETE", r)?;
             let key = key_columns(r);
             for row in &r.rows {
                 let before = row.before.as_ref().ok_or_else(|| missing("before"))?;
                 begin(out);
                 out.push_str("DELETE FROM ");
                 out.push_str(&table);
-                where_key(out, r, &key, &keys, before)?;
+                where_key(out, r, &key, before)?;
             }
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// DATETIME and TIMESTAMP columns are SET even when unchanged: they may
+/// be `ON UPDATE CURRENT_TIMESTAMP`, and leaving one out would let the
+/// replica stamp its own time.
+fn always_set(c: &ColumnSpec) -> bool {
+    matches!(c.type_code, 7 | 12 | 17 | 18)
+        || matches!(c.type_name.as_str(), "TIMESTAMP" | "DATETIME")
+}
+
+/// Equal as stored (floats by their bits: `-0.0` is not `0.0`).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::Double(x), Value::Double(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
 }
 
 /// Positions in `r.keys` of the columns that identify a row: those marked
@@ -253,7 +312,6 @@ fn where_key(
     sql: &mut String,
     r: &RowsChange,
     key: &[usize],
-    names: &[String],
     before: &[Value],
 ) -> Result<(), SqlError> {
     sql.push_str(" WHERE ");
@@ -263,7 +321,7 @@ fn where_key(
             sql.push_str(" AND ");
         }
         n += 1;
-        sql.push_str(&names[i]);
+        push_ident(sql, &r.keys[i].name);
         sql.push_str(" <=> ");
         literal(sql, &before[i], &r.keys[i]);
     }
@@ -569,7 +627,7 @@ mod tests {
         );
         assert_eq!(
             rows_sql(&r).unwrap(),
-            vec!["UPDATE `app`.`t``x` SET `id` = 1, `v` = X'62' WHERE `id` <=> 1 LIMIT 1"]
+            vec!["UPDATE `app`.`t``x` SET `v` = X'62' WHERE `id` <=> 1 LIMIT 1"]
         );
         let r = rows(
             RowAction::Delete,
@@ -582,6 +640,42 @@ mod tests {
         assert_eq!(
             rows_sql(&r).unwrap(),
             vec!["DELETE FROM `app`.`t``x` WHERE `id` <=> 1 LIMIT 1"]
+        );
+    }
+
+    #[test]
+    fn update_sets_what_changed_and_temporal_columns() {
+        let mut cols = vec![col("id", true), col("k", false), col("ts", false)];
+        for (i, c) in cols.iter_mut().enumerate() {
+            c.index = i as u32 + 1;
+        }
+        cols[2].type_code = 17;
+        let mut r = RowsChange {
+            schema: "a".into(),
+            table: "t".into(),
+            action: RowAction::Update,
+            columns: cols.clone(),
+            keys: cols.clone(),
+            rows: vec![RowChange {
+                before: Some(vec![Value::Int(1), Value::Int(5), Value::Null]),
+                after: Some(vec![Value::Int(1), Value::Int(6), Value::Null]),
+            }],
+        };
+        assert_eq!(
+            rows_sql(&r).unwrap(),
+            vec!["UPDATE `a`.`t` SET `k` = 6, `ts` = NULL WHERE `id` <=> 1 LIMIT 1"]
+        );
+        // -0.0 differs from 0.0 as stored
+        r.rows[0].before = Some(vec![Value::Int(1), Value::Double(0.0), Value::Null]);
+        r.rows[0].after = Some(vec![Value::Int(1), Value::Double(-0.0), Value::Null]);
+        assert!(rows_sql(&r).unwrap()[0].contains("`k` = -0e0"));
+        // a minimal before image (the key only) says nothing of the rest
+        r.keys.truncate(1);
+        r.rows[0].before = Some(vec![Value::Int(1)]);
+        r.rows[0].after = Some(vec![Value::Int(1), Value::Int(6), Value::Null]);
+        assert_eq!(
+            rows_sql(&r).unwrap(),
+            vec!["UPDATE `a`.`t` SET `id` = 1, `k` = 6, `ts` = NULL WHERE `id` <=> 1 LIMIT 1"]
         );
     }
 
