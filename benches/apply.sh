@@ -4,6 +4,7 @@
 # latency at moderate load.
 #
 #   benches/apply.sh                          # BENCH_TIME=30 s of load per backlog
+#   ROUNDS=3 benches/apply.sh                 # each backlog 3 times, median rates
 #   BENCH_TIME=60 THREADS=16 benches/apply.sh
 #   CHANNELS="1 4" RATE=300 LAT_TIME=20 SKIP_SINGLE=0 SKIP_MULTI=0 SKIP_LATENCY=0 benches/apply.sh
 #   PERF=1 [PERF_DIR=/tmp/keep] benches/apply.sh   # perf record -g each catch-up, print the top symbols
@@ -138,8 +139,8 @@ for j in "${PREP[@]}"; do wait "$j"; done
 
 python3 - "$P" "$N" "$MADMIN" "$BENCH_TIME" "$THREADS" "$TABLES" "$TABLE_SIZE" "$RATE" "$LAT_TIME" \
   "$SKIP_MULTI" "$SKIP_LATENCY" "$CHANNELS" "${CPORTS[*]}" "${CADMIN[*]}" "$MULTI_DBS" \
-  "$NPID" "${CPIDS[*]}" "${RPIDS[*]}" "${PERF:-0}" "$W" "${SKIP_SINGLE:-0}" <<'PY'
-import json, os, subprocess, sys, threading, time, urllib.request
+  "$NPID" "${CPIDS[*]}" "${RPIDS[*]}" "${PERF:-0}" "$W" "${SKIP_SINGLE:-0}" "${ROUNDS:-1}" <<'PY'
+import json, os, statistics, subprocess, sys, threading, time, urllib.request
 
 (P, N, MADMIN, BENCH_TIME, THREADS, TABLES, TABLE_SIZE, RATE, LAT_TIME,
  SKIP_MULTI, SKIP_LATENCY) = sys.argv[1:12]
@@ -148,7 +149,7 @@ CPORTS = sys.argv[13].split()
 CADMIN = sys.argv[14].split()
 MULTI_DBS = sys.argv[15].split()
 NPID, CPIDS, RPIDS = sys.argv[16], sys.argv[17].split(), sys.argv[18].split()
-PERF, W, SKIP_SINGLE = sys.argv[19] == "1", sys.argv[20], sys.argv[21]
+PERF, W, SKIP_SINGLE, ROUNDS = sys.argv[19] == "1", sys.argv[20], sys.argv[21], int(sys.argv[22])
 BENCH_TIME, THREADS, RATE, LAT_TIME = int(BENCH_TIME), int(THREADS), int(RATE), int(LAT_TIME)
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -295,14 +296,22 @@ def backlog(title, runs):
     for k, secs in res.items():
         r = n / secs
         print(f"  {k:<14} {secs:8.2f} {r:8.0f} {r / base:8.2f}x {cpus[k][0]:16.1f} {cpus[k][1]:10.1f}")
-    return res
+    return {k: n / secs for k, secs in res.items()}
+
+def rounds(title, runs):
+    """Runs a backlog phase ROUNDS times; prints the median rates."""
+    all = [backlog(f"{title} (round {i + 1}/{ROUNDS})" if ROUNDS > 1 else title, runs) for i in range(ROUNDS)]
+    if ROUNDS > 1:
+        med = {k: statistics.median(r[k] for r in all) for k in all[0]}
+        print(f"  median of {ROUNDS} rounds: " + ", ".join(
+            f"{k} {v:.0f} tx/s ({v / med['native']:.2f}x)" for k, v in med.items()))
 
 if SKIP_SINGLE != "1":
-    backlog(f"1. backlog: sysbench oltp_write_only, sbtest ({TABLES} tables), {THREADS} threads, {BENCH_TIME} s",
+    rounds(f"1. backlog: sysbench oltp_write_only, sbtest ({TABLES} tables), {THREADS} threads, {BENCH_TIME} s",
             [("sbtest", THREADS, BENCH_TIME, TABLES)])
 if SKIP_MULTI != "1":
     per = max(1, THREADS // 4)
-    backlog(f"2. backlog: {len(MULTI_DBS)} x sysbench oltp_write_only at once ({', '.join(MULTI_DBS)}; "
+    rounds(f"2. backlog: {len(MULTI_DBS)} x sysbench oltp_write_only at once ({', '.join(MULTI_DBS)}; "
             f"{per} threads each), {BENCH_TIME} s", [(d, per, BENCH_TIME, 2) for d in MULTI_DBS])
     for c, port in zip(CHANNELS, CPORTS):
         rows = sql(port, "SELECT task_id, shard_id FROM tungsten_bench.trep_commit_seqno ORDER BY task_id")

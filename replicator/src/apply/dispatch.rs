@@ -80,7 +80,11 @@ pub fn run(
         }
         drop(rep_tx);
         let mut d = Dispatcher {
-            sched: Scheduler::new(r.pos.clone(), r.cfg.block_commit.max(1) as u64),
+            sched: Scheduler::new(
+                r.pos.clone(),
+                r.cfg.block_commit.max(1) as u64,
+                (10 * r.cfg.block_commit.max(1) * n).max(1000) as u64,
+            ),
             marks: VecDeque::from([r.base.clone()]),
             queues,
             reports: rep_rx,
@@ -162,7 +166,7 @@ impl Dispatcher<'_> {
             let rt = route(&tx.shard, channel::has_statements(&tx), n);
             loop {
                 match self.sched.admit(tx.seqno, rt) {
-                    Admit::WaitIdle => self.drain(BUSY_WAIT)?,
+                    Admit::Wait => self.drain(BUSY_WAIT)?,
                     Admit::AlreadyApplied => {
                         self.sched.passed(tx.seqno);
                         self.marks.push_back(Mark::of(&tx));

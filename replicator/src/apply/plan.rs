@@ -4,7 +4,9 @@
 //! [`Route`] (from [`route`]: the channel by a stable hash of the shard,
 //! or serialized on channel 0); out comes what the dispatcher must do:
 //! pass over it (already applied before a restart), send it to a channel,
-//! or first wait until every channel has committed everything before it.
+//! or first wait for commits (until every channel has committed everything
+//! before a serialized one, or while it is more than a window ahead of the
+//! low-water mark).
 //! Channels' commits come back through [`Scheduler::committed`]; the
 //! scheduler answers with the low-water mark ([`Scheduler::low_water`]:
 //! every transaction at or below it is committed) and the checkpoints
@@ -76,9 +78,11 @@ pub enum Admit {
     AlreadyApplied,
     /// Send it to this channel now.
     Send(usize),
-    /// Wait for commits first (a serialized transaction is in flight, or
-    /// this one is serialized and others are in flight).
-    WaitIdle,
+    /// Wait for commits first: a serialized transaction is in flight, or
+    /// this one is serialized and others are in flight, or it is more than
+    /// the window ahead of the low-water mark (a stuck channel must not
+    /// let the others run arbitrarily far ahead).
+    Wait,
 }
 
 /// The dispatcher's bookkeeping: what each channel has been sent and has
@@ -97,12 +101,16 @@ pub struct Scheduler {
     serialized: Option<u64>,
     /// An idle channel is checkpointed once it lags `W` by this much.
     gap: u64,
+    /// Most transactions sent beyond the low-water mark.
+    window: u64,
 }
 
 impl Scheduler {
     /// A scheduler resuming from the stored rows (one per channel); the
-    /// log is read again from `min(pos) + 1`.
-    pub fn new(pos: Vec<i64>, gap: u64) -> Self {
+    /// log is read again from `min(pos) + 1`. Idle channels are
+    /// checkpointed when `gap` behind; nothing is sent more than `window`
+    /// ahead of the low-water mark.
+    pub fn new(pos: Vec<i64>, gap: u64, window: u64) -> Self {
         let n = pos.len().max(1);
         let mut pos = pos;
         pos.resize(n, -1);
@@ -114,6 +122,7 @@ impl Scheduler {
             last_seen,
             serialized: None,
             gap: gap.max(1),
+            window: window.max(1),
         }
     }
 
@@ -153,8 +162,11 @@ impl Scheduler {
         if (seqno as i64) <= self.pos[channel] {
             return Admit::AlreadyApplied;
         }
-        if self.serialized.is_some() || (r.serialized && !self.idle()) {
-            return Admit::WaitIdle;
+        if self.serialized.is_some()
+            || (r.serialized && !self.idle())
+            || seqno as i64 - self.low_water() > self.window as i64
+        {
+            return Admit::Wait;
         }
         Admit::Send(channel)
     }
@@ -356,7 +368,7 @@ mod tests {
 
     #[test]
     fn low_water_is_the_first_uncommitted_minus_one() {
-        let mut s = Scheduler::new(vec![9, 9], 100);
+        let mut s = Scheduler::new(vec![9, 9], 100, 1000);
         assert_eq!(s.low_water(), 9);
         assert_eq!(s.restart_seqno(), 10);
         s.sent(10, 0, false);
@@ -376,22 +388,37 @@ mod tests {
 
     #[test]
     fn serialized_waits_for_everything_before_and_blocks_what_follows() {
-        let mut s = Scheduler::new(vec![-1, -1], 100);
+        let mut s = Scheduler::new(vec![-1, -1], 100, 1000);
         assert_eq!(s.admit(0, r(1)), Admit::Send(1));
         s.sent(0, 1, false);
-        assert_eq!(s.admit(1, SER), Admit::WaitIdle);
+        assert_eq!(s.admit(1, SER), Admit::Wait);
         s.committed(1, 0);
         assert_eq!(s.admit(1, SER), Admit::Send(0));
         s.sent(1, 0, true);
-        assert_eq!(s.admit(2, r(1)), Admit::WaitIdle, "after the DDL commits");
+        assert_eq!(s.admit(2, r(1)), Admit::Wait, "after the DDL commits");
         s.committed(0, 1);
         assert_eq!(s.admit(2, r(1)), Admit::Send(1));
     }
 
     #[test]
+    fn nothing_is_sent_beyond_the_window() {
+        let mut s = Scheduler::new(vec![-1, -1], 100, 4);
+        s.sent(0, 0, false);
+        for q in 1..=3 {
+            assert_eq!(s.admit(q, r(1)), Admit::Send(1));
+            s.sent(q, 1, false);
+            s.committed(1, q as i64);
+        }
+        assert_eq!(s.low_water(), -1, "seqno 0 is stuck on channel 0");
+        assert_eq!(s.admit(4, r(1)), Admit::Wait);
+        s.committed(0, 0);
+        assert_eq!(s.admit(4, r(1)), Admit::Send(1));
+    }
+
+    #[test]
     fn restart_filter_uses_the_channel_row() {
         // channel 0 committed up to 20, channel 1 up to 15: read from 16
-        let s = Scheduler::new(vec![20, 15], 100);
+        let s = Scheduler::new(vec![20, 15], 100, 1000);
         assert_eq!(s.restart_seqno(), 16);
         assert_eq!(s.admit(16, r(0)), Admit::AlreadyApplied);
         assert_eq!(s.admit(16, r(1)), Admit::Send(1));
@@ -403,7 +430,7 @@ mod tests {
 
     #[test]
     fn idle_channels_are_checkpointed_to_the_low_water_mark() {
-        let mut s = Scheduler::new(vec![-1, -1, -1], 3);
+        let mut s = Scheduler::new(vec![-1, -1, -1], 3, 1000);
         for q in 0..10 {
             s.sent(q, 0, false);
         }
