@@ -441,3 +441,52 @@ async fn replica_database_kill9_resumes_exactly_once() {
         d2.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_not_null_key_identifies_rows_without_a_primary_key() {
+    let (master, replica, dir, cfg, ports) = start_pair().await;
+    let (pm, ps) = ports.admin;
+    let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
+    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    let _d2 = Replicator::start(&cfg, "db2", ps, &dir.path().join("db2.log"), &[]);
+    wait_status(ps, 30, "slave ONLINE", |st| st["state"] == "ONLINE").await;
+    // u: no primary key, a unique key over NOT NULL columns; v: its only
+    // unique key allows NULL, so rows are matched by their whole image
+    master
+        .sql(
+            "CREATE DATABASE app; \
+             CREATE TABLE app.u (a INT NOT NULL, b VARCHAR(10), c INT, x INT NULL, \
+               UNIQUE KEY ux (x), UNIQUE KEY ua (a)); \
+             CREATE TABLE app.v (a INT NULL, b VARCHAR(10), c INT, UNIQUE KEY (a)); \
+             INSERT INTO app.u (a, b, c) VALUES (1, 'x', 0), (2, 'x', 0), (3, 'x', 0); \
+             INSERT INTO app.v VALUES (1, 'x', 0), (2, 'x', 0)",
+        )
+        .await;
+    wait_extracted(&master, pm).await;
+    wait_applied(pm, ps).await;
+    // the replica's copy drifts in a column the master does not touch
+    replica
+        .sql("UPDATE app.u SET c = 99 WHERE a IN (1, 2); UPDATE app.v SET c = 99 WHERE a = 1")
+        .await;
+    master
+        .sql(
+            "UPDATE app.u SET b = 'new' WHERE a = 1; DELETE FROM app.u WHERE a = 2; \
+             UPDATE app.v SET b = 'new' WHERE a = 1",
+        )
+        .await;
+    wait_extracted(&master, pm).await;
+    wait_applied(pm, ps).await;
+    let u: Vec<(i64, String, i64)> = replica.query("SELECT a, b, c FROM app.u ORDER BY a").await;
+    assert_eq!(
+        u,
+        vec![(1, "new".to_string(), 99), (3, "x".to_string(), 0)],
+        "rows of u found by their unique NOT NULL key"
+    );
+    let v: Vec<(i64, String, i64)> = replica.query("SELECT a, b, c FROM app.v WHERE a = 1").await;
+    assert_eq!(
+        v,
+        vec![(1, "x".to_string(), 99)],
+        "v's row is matched by its whole before image, which the drift changed"
+    );
+    assert_eq!(status(ps)["state"], "ONLINE");
+}

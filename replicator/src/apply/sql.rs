@@ -1,7 +1,9 @@
 //! SQL generation for the applier (pure: no IO).
 //!
 //! A [`RowsChange`] becomes INSERT (one multi-row statement), UPDATE … WHERE
-//! key LIMIT 1 or DELETE … WHERE key LIMIT 1 per row; a [`Statement`]
+//! key LIMIT 1 or DELETE … WHERE key LIMIT 1 per row; with a full before
+//! image, an UPDATE sets only the columns that changed (and DATETIME/
+//! TIMESTAMP ones, which may be `ON UPDATE CURRENT_TIMESTAMP`); a [`Statement`]
 //! becomes the `SET` statements for its session context plus its own text.
 //! The key is the primary key when the row image marks one, else the whole
 //! before image compared with `<=>` (NULL-safe). Values are written as
@@ -113,24 +115,63 @@ fn session_sets(v: &SessionVars) -> Vec<String> {
     s
 }
 
-fn names(cols: &[ColumnSpec], what: &str, r: &RowsChange) -> Result<Vec<String>, SqlError> {
-    cols.iter()
-        .map(|c| {
-            if c.name.is_empty() {
-                Err(SqlError(format!(
-                    "{} of {}.{}: column {} has no name in the row image",
-                    what, r.schema, r.table, c.index
-                )))
-            } else {
-                Ok(ident(&c.name))
-            }
-        })
-        .collect()
+/// Every column must have a name to be written.
+fn check_names(cols: &[ColumnSpec], what: &str, r: &RowsChange) -> Result<(), SqlError> {
+    match cols.iter().find(|c| c.name.is_empty()) {
+        Some(c) => Err(SqlError(format!(
+            "{} of {}.{}: column {} has no name in the row image",
+            what, r.schema, r.table, c.index
+        ))),
+        None => Ok(()),
+    }
 }
 
-/// SQL for one rows change.
+/// Appends an identifier quoted with backticks.
+fn push_ident(out: &mut String, s: &str) {
+    out.push('`');
+    if s.contains('`') {
+        out.push_str(&s.replace('`', "``"));
+    } else {
+        out.push_str(s);
+    }
+    out.push('`');
+}
+
+/// SQL for one rows change, one string per statement.
 pub fn rows_sql(r: &RowsChange) -> Result<Vec<String>, SqlError> {
-    let table = format!("{}.{}", ident(&r.schema), ident(&r.table));
+    let mut all = String::new();
+    let mut starts = Vec::new();
+    write_rows(r, &mut all, |o| starts.push(o.len()))?;
+    let mut out = Vec::with_capacity(starts.len());
+    for (i, &s) in starts.iter().enumerate() {
+        let e = starts.get(i + 1).copied().unwrap_or(all.len());
+        out.push(all[s..e].to_string());
+    }
+    Ok(out)
+}
+
+/// Appends the statements of one rows change to `out`, each preceded by
+/// `;` (for a multi-statement query). For an INSERT, returns where its
+/// `INSERT INTO … VALUES ` prefix lies in `out` (rows of a following
+/// INSERT with the same prefix may be appended to it).
+pub fn append_rows_sql(
+    out: &mut String,
+    r: &RowsChange,
+) -> Result<Option<std::ops::Range<usize>>, SqlError> {
+    write_rows(r, out, |o| o.push(';'))
+}
+
+/// Writes the statements of `r` into `out`, calling `begin` before each;
+/// for an INSERT, returns the range of its `INSERT INTO … VALUES ` prefix.
+fn write_rows(
+    r: &RowsChange,
+    out: &mut String,
+    mut begin: impl FnMut(&mut String),
+) -> Result<Option<std::ops::Range<usize>>, SqlError> {
+    let mut table = String::with_capacity(r.schema.len() + r.table.len() + 5);
+    push_ident(&mut table, &r.schema);
+    table.push('.');
+    push_ident(&mut table, &r.table);
     let missing = |img: &str| {
         SqlError(format!(
             "{} on {}.{}: a row has no {img} image",
@@ -141,96 +182,176 @@ pub fn rows_sql(r: &RowsChange) -> Result<Vec<String>, SqlError> {
     };
     match r.action {
         RowAction::Insert => {
-            let cols = names(&r.columns, "INSERT", r)?;
-            let mut sql = format!("INSERT INTO {table} ({}) VALUES ", cols.join(", "));
+            if r.rows.is_empty() {
+                return Ok(None);
+            }
+            check_names(&r.columns, "INSERT", r)?;
+            begin(out);
+            let p0 = out.len();
+            out.push_str("INSERT INTO ");
+            out.push_str(&table);
+            out.push_str(" (");
+            for (j, c) in r.columns.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(", ");
+                }
+                push_ident(out, &c.name);
+            }
+            out.push_str(") VALUES ");
+            let p1 = out.len();
             for (i, row) in r.rows.iter().enumerate() {
                 let after = row.after.as_ref().ok_or_else(|| missing("after"))?;
-                if after.len() != cols.len() {
+                if after.len() != r.columns.len() {
                     return Err(SqlError(format!(
                         "INSERT on {}.{}: {} values for {} columns",
                         r.schema,
                         r.table,
                         after.len(),
-                        cols.len()
+                        r.columns.len()
                     )));
                 }
-                sql.push_str(if i == 0 { "(" } else { ", (" });
+                out.push_str(if i == 0 { "(" } else { ", (" });
                 for (j, (v, c)) in after.iter().zip(&r.columns).enumerate() {
                     if j > 0 {
-                        sql.push_str(", ");
+                        out.push_str(", ");
                     }
-                    literal(&mut sql, v, c);
+                    literal(out, v, c);
                 }
-                sql.push(')');
+                out.push(')');
             }
-            Ok(if r.rows.is_empty() {
-                Vec::new()
-            } else {
-                vec![sql]
-            })
+            return Ok(Some(p0..p1));
         }
         RowAction::Update => {
-            let cols = names(&r.columns, "UPDATE", r)?;
-            let keys = names(&r.keys, "UPDATE", r)?;
-            let mut out = Vec::with_capacity(r.rows.len());
+            check_names(&r.columns, "UPDATE", r)?;
+            check_names(&r.keys, "UPDATE", r)?;
+            let key = key_columns(r);
+            let full_before = r.keys.len() == r.columns.len()
+                && r.keys
+                    .iter()
+                    .zip(&r.columns)
+                    .all(|(k, c)| k.index == c.index);
             for row in &r.rows {
                 let before = row.before.as_ref().ok_or_else(|| missing("before"))?;
                 let after = row.after.as_ref().ok_or_else(|| missing("after"))?;
-                let mut sql = format!("UPDATE {table} SET ");
-                for (j, ((v, c), n)) in after.iter().zip(&r.columns).zip(&cols).enumerate() {
-                    if j > 0 {
-                        sql.push_str(", ");
+                let set = |j: usize| {
+                    !full_before
+                        || always_set(&r.columns[j])
+                        || before.get(j).is_none_or(|b| !same_value(b, &after[j]))
+                };
+                let any = (0..after.len().min(r.columns.len())).any(set);
+                begin(out);
+                out.push_str("UPDATE ");
+                out.push_str(&table);
+                out.push_str(" SET ");
+                let mut n = 0;
+                for (j, (v, c)) in after.iter().zip(&r.columns).enumerate() {
+                    if any && !set(j) {
+                        continue;
                     }
-                    sql.push_str(n);
-                    sql.push_str(" = ");
-                    literal(&mut sql, v, c);
+                    if n > 0 {
+                        out.push_str(", ");
+                    }
+                    n += 1;
+                    push_ident(out, &c.name);
+                    out.push_str(" = ");
+                    literal(out, v, c);
                 }
-                where_key(&mut sql, r, &keys, before);
-                out.push(sql);
+                where_key(out, r, &key, before)?;
             }
-            Ok(out)
         }
         RowAction::Delete => {
-            let keys = names(&r.keys, "DELETE", r)?;
-            let mut out = Vec::with_capacity(r.rows.len());
+            check_names(&r.keys, "DELETE", r)?;
+            let key = key_columns(r);
             for row in &r.rows {
                 let before = row.before.as_ref().ok_or_else(|| missing("before"))?;
-                let mut sql = format!("DELETE FROM {table}");
-                where_key(&mut sql, r, &keys, before);
-                out.push(sql);
+                begin(out);
+                out.push_str("DELETE FROM ");
+                out.push_str(&table);
+                where_key(out, r, &key, before)?;
             }
-            Ok(out)
         }
+    }
+    Ok(None)
+}
+
+/// DATETIME and TIMESTAMP columns are SET even when unchanged: they may
+/// be `ON UPDATE CURRENT_TIMESTAMP`, and leaving one out would let the
+/// replica stamp its own time.
+fn always_set(c: &ColumnSpec) -> bool {
+    matches!(c.type_code, 7 | 12 | 17 | 18)
+        || matches!(c.type_name.as_str(), "TIMESTAMP" | "DATETIME")
+}
+
+/// Equal as stored (floats by their bits: `-0.0` is not `0.0`).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::Double(x), Value::Double(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
     }
 }
 
-/// ` WHERE …  LIMIT 1`: the primary-key columns of the before image if
-/// any are marked, else every column of it (NULL-safe).
-fn where_key(sql: &mut String, r: &RowsChange, names: &[String], before: &[Value]) {
-    let pk: Vec<usize> = (0..r.keys.len().min(before.len()))
+/// Positions in `r.keys` of the columns that identify a row: those marked
+/// `primary_key` (the primary key, or the unique NOT NULL key the
+/// extractor chose for a table without one), else every column of the
+/// before image.
+fn key_columns(r: &RowsChange) -> Vec<usize> {
+    let pk: Vec<usize> = (0..r.keys.len())
         .filter(|&i| r.keys[i].primary_key)
         .collect();
-    let chosen: Vec<usize> = if pk.is_empty() {
-        (0..r.keys.len().min(before.len())).collect()
+    if pk.is_empty() {
+        (0..r.keys.len()).collect()
     } else {
         pk
-    };
+    }
+}
+
+/// ` WHERE …  LIMIT 1` over the key columns of the before image
+/// (NULL-safe comparisons).
+fn where_key(
+    sql: &mut String,
+    r: &RowsChange,
+    key: &[usize],
+    before: &[Value],
+) -> Result<(), SqlError> {
     sql.push_str(" WHERE ");
-    for (n, &i) in chosen.iter().enumerate() {
+    let mut n = 0;
+    for &i in key.iter().filter(|&&i| i < before.len()) {
         if n > 0 {
             sql.push_str(" AND ");
         }
-        sql.push_str(&names[i]);
+        n += 1;
+        push_ident(sql, &r.keys[i].name);
         sql.push_str(" <=> ");
         literal(sql, &before[i], &r.keys[i]);
     }
+    if n == 0 {
+        return Err(SqlError(format!(
+            "{} on {}.{}: no key column in the before image",
+            r.action.as_str(),
+            r.schema,
+            r.table
+        )));
+    }
     sql.push_str(" LIMIT 1");
+    Ok(())
+}
+
+/// A string as a `_utf8mb4 X'…'` literal (any bytes, no escaping).
+pub fn string_literal(s: &str) -> String {
+    let mut out = String::with_capacity(11 + 2 * s.len());
+    out.push_str("_utf8mb4 ");
+    hex(&mut out, s.as_bytes());
+    out
 }
 
 fn hex(out: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(3 + 2 * b.len());
     out.push_str("X'");
-    for x in b {
-        let _ = write!(out, "{x:02X}");
+    for &x in b {
+        out.push(DIGITS[usize::from(x >> 4)] as char);
+        out.push(DIGITS[usize::from(x & 15)] as char);
     }
     out.push('\'');
 }
@@ -506,7 +627,7 @@ mod tests {
         );
         assert_eq!(
             rows_sql(&r).unwrap(),
-            vec!["UPDATE `app`.`t``x` SET `id` = 1, `v` = X'62' WHERE `id` <=> 1 LIMIT 1"]
+            vec!["UPDATE `app`.`t``x` SET `v` = X'62' WHERE `id` <=> 1 LIMIT 1"]
         );
         let r = rows(
             RowAction::Delete,
@@ -519,6 +640,42 @@ mod tests {
         assert_eq!(
             rows_sql(&r).unwrap(),
             vec!["DELETE FROM `app`.`t``x` WHERE `id` <=> 1 LIMIT 1"]
+        );
+    }
+
+    #[test]
+    fn update_sets_what_changed_and_temporal_columns() {
+        let mut cols = vec![col("id", true), col("k", false), col("ts", false)];
+        for (i, c) in cols.iter_mut().enumerate() {
+            c.index = i as u32 + 1;
+        }
+        cols[2].type_code = 17;
+        let mut r = RowsChange {
+            schema: "a".into(),
+            table: "t".into(),
+            action: RowAction::Update,
+            columns: cols.clone(),
+            keys: cols.clone(),
+            rows: vec![RowChange {
+                before: Some(vec![Value::Int(1), Value::Int(5), Value::Null]),
+                after: Some(vec![Value::Int(1), Value::Int(6), Value::Null]),
+            }],
+        };
+        assert_eq!(
+            rows_sql(&r).unwrap(),
+            vec!["UPDATE `a`.`t` SET `k` = 6, `ts` = NULL WHERE `id` <=> 1 LIMIT 1"]
+        );
+        // -0.0 differs from 0.0 as stored
+        r.rows[0].before = Some(vec![Value::Int(1), Value::Double(0.0), Value::Null]);
+        r.rows[0].after = Some(vec![Value::Int(1), Value::Double(-0.0), Value::Null]);
+        assert!(rows_sql(&r).unwrap()[0].contains("`k` = -0e0"));
+        // a minimal before image (the key only) says nothing of the rest
+        r.keys.truncate(1);
+        r.rows[0].before = Some(vec![Value::Int(1)]);
+        r.rows[0].after = Some(vec![Value::Int(1), Value::Int(6), Value::Null]);
+        assert_eq!(
+            rows_sql(&r).unwrap(),
+            vec!["UPDATE `a`.`t` SET `id` = 1, `k` = 6, `ts` = NULL WHERE `id` <=> 1 LIMIT 1"]
         );
     }
 

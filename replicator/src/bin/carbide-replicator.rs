@@ -55,6 +55,15 @@ struct Args {
     /// Applier: most transactions applied in one database commit.
     #[arg(long, default_value_t = 100)]
     block_commit: usize,
+    /// Applier: parallel apply channels. Transactions are spread by shard
+    /// (their schema; crc32c of its name modulo N), each channel with its
+    /// own connection and its own trep_commit_seqno row (task_id = channel).
+    /// Transactions touching several schemas, or holding DDL, are applied
+    /// alone once the channels have caught up. The count may change across
+    /// restarts (the applier first catches up with the old count if the
+    /// rows differ).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    channels: u16,
     /// Serve THL over TLS with this certificate chain (PEM; needs
     /// --thl-tls-key).
     #[arg(long, requires = "thl_tls_key")]
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
         specs.push(ServiceSpec {
             master_thl,
             block_commit: args.block_commit.max(1),
+            channels: usize::from(args.channels),
             thl_tls_ca: args.thl_tls_ca.clone(),
             name: cfg.service.name.clone(),
             role: m.role,

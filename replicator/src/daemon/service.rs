@@ -78,6 +78,8 @@ pub struct ServiceSpec {
     pub master_thl: Option<String>,
     /// Applier: most transactions per database commit.
     pub block_commit: usize,
+    /// Applier: parallel apply channels (by shard).
+    pub channels: usize,
     /// Connect to the master's THL server with TLS, trusting this CA
     /// bundle (PEM).
     pub thl_tls_ca: Option<std::path::PathBuf>,
@@ -386,6 +388,7 @@ impl Service {
             target: ex.source.clone(),
             thl_dir: ex.thl_dir.clone(),
             block_commit: self.spec.block_commit,
+            channels: self.spec.channels,
             member: self.spec.member.clone(),
             skip,
         };

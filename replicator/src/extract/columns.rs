@@ -1,12 +1,17 @@
 //! Column metadata of replicated tables.
 //!
 //! A TABLE_MAP event enters [`table_columns`] together with, when the binlog
-//! lacks `binlog_row_metadata=FULL`, the table's columns as read from the
-//! server's information_schema ([`InfoColumn`], cached per table by
-//! [`SchemaCache`] and dropped after DDL). Out comes one
-//! [`ColumnSpec`] per table column: name, type code and display name,
-//! length/precision, scale, signedness, nullability, primary key and
-//! collation id. The value decoder (`values.rs`) reads these specs.
+//! lacks `binlog_row_metadata=FULL` or the table has no primary key, the
+//! table's columns as read from the server's information_schema
+//! ([`InfoColumn`], cached per table by [`SchemaCache`] and dropped after
+//! DDL). Out comes one [`ColumnSpec`] per table column: name, type code
+//! and display name, length/precision, scale, signedness, nullability,
+//! row key and collation id. The row key is the primary key; a table
+//! without one gets the unique key whose columns are all NOT NULL
+//! ([`choose_unique_key`]: fewest columns, then index name), which
+//! information_schema.STATISTICS tells and the binlog does not. The value
+//! decoder (`values.rs`) reads these specs; the applier matches rows by
+//! the key columns.
 
 use crate::thl::ColumnSpec;
 use mysql_common::binlog::events::{OptionalMetaExtractor, TableMapEvent};
@@ -25,6 +30,9 @@ pub struct InfoColumn {
     pub unsigned: bool,
     /// `COLUMN_KEY = 'PRI'`.
     pub primary_key: bool,
+    /// Part of the unique NOT NULL key chosen for a table without a
+    /// primary key ([`choose_unique_key`]).
+    pub unique_key: bool,
     /// Collation id, `None` for non-character columns.
     pub collation: Option<u16>,
     /// `DATA_TYPE`, lower case (`json` is how MariaDB marks JSON columns).
@@ -36,6 +44,39 @@ pub const INFO_COLUMNS_SQL: &str = "SELECT c.COLUMN_NAME, c.COLUMN_TYPE, c.COLUM
      c.DATA_TYPE FROM information_schema.COLUMNS c \
      LEFT JOIN information_schema.COLLATIONS co ON co.COLLATION_NAME = c.COLLATION_NAME \
      WHERE c.TABLE_SCHEMA = ? AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION";
+
+/// The SQL that reads the unique indexes of one table (bind schema,
+/// table): `(INDEX_NAME, COLUMN_NAME, NULLABLE)` in index order.
+pub const UNIQUE_KEYS_SQL: &str = "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE \
+     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+     AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX";
+
+/// The row key of a table from its unique indexes (rows of
+/// [`UNIQUE_KEYS_SQL`]): the primary key if there is one, else the unique
+/// index with every column NOT NULL (NULLs may repeat in a unique index)
+/// with the fewest columns, ties broken by index name. `None`: no such
+/// index.
+pub fn choose_unique_key(rows: &[(String, String, String)]) -> Option<Vec<String>> {
+    let mut indexes: Vec<(&str, Vec<&str>, bool)> = Vec::new();
+    for (index, column, nullable) in rows {
+        let not_null = !nullable.eq_ignore_ascii_case("YES");
+        match indexes.iter_mut().find(|(n, _, _)| n == index) {
+            Some((_, cols, ok)) => {
+                cols.push(column);
+                *ok &= not_null;
+            }
+            None => indexes.push((index, vec![column], not_null)),
+        }
+    }
+    if let Some((_, cols, _)) = indexes.iter().find(|(n, _, _)| *n == "PRIMARY") {
+        return Some(cols.iter().map(|c| c.to_string()).collect());
+    }
+    indexes
+        .into_iter()
+        .filter(|(_, _, ok)| *ok)
+        .min_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.0.cmp(b.0)))
+        .map(|(_, cols, _)| cols.iter().map(|c| c.to_string()).collect())
+}
 
 /// information_schema columns per `(schema, table)`; cleared after DDL.
 #[derive(Debug, Default)]
@@ -59,6 +100,13 @@ impl SchemaCache {
     pub fn clear(&mut self) {
         self.tables.clear();
     }
+}
+
+/// True when the TABLE_MAP names primary-key columns.
+pub fn has_primary_key(tme: &TableMapEvent<'_>) -> bool {
+    OptionalMetaExtractor::new(tme.iter_optional_meta())
+        .map(|m| m.iter_primary_key().next().is_some())
+        .unwrap_or(false)
 }
 
 /// True when the TABLE_MAP carries column names (`binlog_row_metadata=FULL`).
@@ -200,5 +248,101 @@ pub fn table_columns(
             },
         });
     }
+    mark_unique_key(&mut out, info);
     Ok(out)
+}
+
+/// Without a primary key, marks the columns of the chosen unique NOT NULL
+/// key as the row key, when every one of them is in the row image (by
+/// name) and NOT NULL there too.
+fn mark_unique_key(specs: &mut [ColumnSpec], info: Option<&[InfoColumn]>) {
+    if specs.iter().any(|c| c.primary_key) {
+        return;
+    }
+    let Some(info) = info else {
+        return;
+    };
+    let key: Vec<&str> = info
+        .iter()
+        .filter(|c| c.unique_key)
+        .map(|c| c.name.as_str())
+        .collect();
+    if key.is_empty() {
+        return;
+    }
+    let found: Vec<usize> = key
+        .iter()
+        .filter_map(|k| specs.iter().position(|c| c.name == *k && !c.nullable))
+        .collect();
+    if found.len() == key.len() {
+        for i in found {
+            specs[i].primary_key = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        rows.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unique_key_choice() {
+        assert_eq!(choose_unique_key(&[]), None);
+        // a nullable column disqualifies the index
+        assert_eq!(choose_unique_key(&idx(&[("u", "a", "YES")])), None);
+        let rows = idx(&[
+            ("u_ab", "a", ""),
+            ("u_ab", "b", ""),
+            ("u_c", "c", "YES"),
+            ("z", "d", ""),
+            ("y", "e", ""),
+        ]);
+        assert_eq!(choose_unique_key(&rows), Some(vec!["e".to_string()]));
+        let rows = idx(&[("u", "a", ""), ("PRIMARY", "id", "")]);
+        assert_eq!(choose_unique_key(&rows), Some(vec!["id".to_string()]));
+    }
+
+    fn spec(name: &str, nullable: bool) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            nullable,
+            ..ColumnSpec::default()
+        }
+    }
+
+    fn info(name: &str, unique: bool) -> InfoColumn {
+        InfoColumn {
+            name: name.into(),
+            unique_key: unique,
+            ..InfoColumn::default()
+        }
+    }
+
+    #[test]
+    fn unique_key_is_marked_only_when_whole_and_not_null() {
+        let mut s = vec![spec("a", false), spec("b", false), spec("c", true)];
+        mark_unique_key(&mut s, Some(&[info("a", false), info("b", true)]));
+        assert_eq!(
+            s.iter().map(|c| c.primary_key).collect::<Vec<_>>(),
+            [false, true, false]
+        );
+        // a key column missing from the image, or nullable in it: no key
+        let mut s = vec![spec("a", false)];
+        mark_unique_key(&mut s, Some(&[info("a", true), info("x", true)]));
+        assert!(!s[0].primary_key);
+        let mut s = vec![spec("c", true)];
+        mark_unique_key(&mut s, Some(&[info("c", true)]));
+        assert!(!s[0].primary_key);
+        // a primary key wins
+        let mut s = vec![spec("a", false), spec("b", false)];
+        s[0].primary_key = true;
+        mark_unique_key(&mut s, Some(&[info("b", true)]));
+        assert!(!s[1].primary_key);
+    }
 }

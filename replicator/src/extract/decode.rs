@@ -5,12 +5,13 @@
 //! transaction builder (`txn.rs`) cares about: GTIDs, statements with their
 //! session context, row changes with column specs and THL values, commits.
 //! The decoder keeps the TABLE_MAP cache (table id → columns). When a
-//! TABLE_MAP lacks column names (`binlog_row_metadata` not FULL) and the
+//! TABLE_MAP lacks column names (`binlog_row_metadata` not FULL) or a
+//! primary key (the unique keys are in information_schema only) and the
 //! [`SchemaCache`] does not know the table, it answers
 //! [`Decoded::NeedColumns`]; the caller reads information_schema and calls
 //! [`Decoder::resolve_columns`] before feeding more events.
 
-use super::columns::{has_full_metadata, table_columns, InfoColumn, SchemaCache};
+use super::columns::{has_full_metadata, has_primary_key, table_columns, InfoColumn, SchemaCache};
 use super::mariadb_events as maria;
 use super::values;
 use crate::thl::{ColumnSpec, RowAction, RowChange, RowsChange, SessionVars, Statement, Timestamp};
@@ -76,7 +77,8 @@ pub enum Decoded {
     Rand(u64, u64),
     /// The source is alive (no new events).
     Heartbeat,
-    /// A TABLE_MAP without column names for a table the schema cache lacks.
+    /// A TABLE_MAP without column names, or without a primary key, for a
+    /// table the schema cache lacks.
     NeedColumns {
         /// Table id to resolve.
         table_id: u64,
@@ -239,7 +241,9 @@ impl Decoder {
                 let schema = tme.database_name().into_owned();
                 let table = tme.table_name().into_owned();
                 let known = self.schema_cache.get(&schema, &table).cloned();
-                let full = has_full_metadata(&tme);
+                // without a primary key, information_schema may name a
+                // unique NOT NULL key to match rows by
+                let full = has_full_metadata(&tme) && has_primary_key(&tme);
                 let columns = if full || known.is_some() {
                     let specs = table_columns(&tme, known.as_deref())
                         .map_err(|e| format!("table {schema}.{table}: {e}"))?;

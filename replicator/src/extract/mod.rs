@@ -19,7 +19,7 @@ pub mod source;
 mod txn;
 mod values;
 
-pub use columns::{InfoColumn, SchemaCache, INFO_COLUMNS_SQL};
+pub use columns::{choose_unique_key, InfoColumn, SchemaCache, INFO_COLUMNS_SQL, UNIQUE_KEYS_SQL};
 pub use decode::{Decoded, Decoder, QueryKind};
 pub use error::{ExtractError, Result};
 pub use position::{resume_from_thl, BinlogPos, Resume, StartPosition};

@@ -14,8 +14,8 @@
 //! undecodable data ends the run with an error.
 
 use super::{
-    resume_from_thl, BinlogPos, ExtractError, Identity, InfoColumn, Pipeline, Result,
-    StartPosition, Step, HEARTBEAT_META, INFO_COLUMNS_SQL,
+    choose_unique_key, resume_from_thl, BinlogPos, ExtractError, Identity, InfoColumn, Pipeline,
+    Result, StartPosition, Step, HEARTBEAT_META, INFO_COLUMNS_SQL, UNIQUE_KEYS_SQL,
 };
 use crate::thl::{now_us, ThlReader, ThlWriter, WriterConfig};
 use futures_util::{FutureExt, StreamExt};
@@ -536,12 +536,18 @@ impl State<'_> {
             .exec(INFO_COLUMNS_SQL, (schema, table))
             .await
             .map_err(|e| src.err(e))?;
+        let keys: Vec<(String, String, String)> = conn
+            .exec(UNIQUE_KEYS_SQL, (schema, table))
+            .await
+            .map_err(|e| src.err(e))?;
+        let key = choose_unique_key(&keys).unwrap_or_default();
         Ok(rows
             .into_iter()
-            .map(|(name, ctype, key, coll, dtype)| InfoColumn {
+            .map(|(name, ctype, key_kind, coll, dtype)| InfoColumn {
+                unique_key: key.contains(&name),
                 name,
                 unsigned: ctype.to_ascii_lowercase().contains("unsigned"),
-                primary_key: key == "PRI",
+                primary_key: key_kind == "PRI",
                 collation: coll,
                 data_type: dtype.to_ascii_lowercase(),
             })

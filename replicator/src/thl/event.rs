@@ -203,7 +203,10 @@ pub struct ColumnSpec {
     pub unsigned: bool,
     /// Column accepts NULL.
     pub nullable: bool,
-    /// Column is part of the primary key.
+    /// Column is part of the row key: the primary key or, for a table
+    /// without one, the unique key over NOT NULL columns the extractor found
+    /// in information_schema. The applier matches UPDATE/DELETE rows by
+    /// these columns (by the whole before image when none is marked).
     pub primary_key: bool,
     /// Collation id of a character column.
     pub charset: Option<u16>,

@@ -1,0 +1,167 @@
+//! A block's prepared SQL → the queries that apply it (pure).
+//!
+//! Each transaction's row changes arrive as [`TxSql`]: `;`-prefixed
+//! statements built by `channel::Prepared`, with where its first and last
+//! INSERT prefixes (`INSERT INTO t (cols) VALUES `) lie. [`compose`] joins
+//! a block into compound statements (`BEGIN NOT ATOMIC … END`: the server
+//! answers one OK per compound instead of one per statement, which costs
+//! it a `sendto` and the applier a wake-up each) of about `max` bytes: the
+//! first opens the transaction, the last updates the channel's
+//! `trep_commit_seqno` row and commits. An INSERT that directly follows an
+//! INSERT with the same prefix (the next transaction's first statement
+//! after the previous one's last) is merged into it as more rows: the
+//! same rows in the same order, one statement fewer.
+
+use std::ops::Range;
+
+/// One transaction's row changes as SQL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TxSql {
+    /// `;stmt;stmt…` (empty: nothing to apply).
+    pub text: String,
+    /// The prefix of the first statement when it is an INSERT (a range of
+    /// `text`, after its `;`).
+    pub first_insert: Option<Range<usize>>,
+    /// The prefix of the last statement when it is an INSERT.
+    pub last_insert: Option<Range<usize>>,
+}
+
+impl TxSql {
+    /// Appends one rows change's statements (see `sql::append_rows_sql`),
+    /// `insert` being the prefix range it reports.
+    pub fn note(&mut self, start: usize, insert: Option<Range<usize>>) {
+        let first_stmt = start == 0;
+        if first_stmt {
+            self.first_insert = insert.clone();
+        }
+        // a change that wrote nothing leaves the last statement as it was
+        if self.text.len() > start {
+            self.last_insert = insert;
+        }
+    }
+}
+
+const OPEN: &str = "BEGIN NOT ATOMIC START TRANSACTION";
+const NEXT: &str = "BEGIN NOT ATOMIC ";
+
+/// The queries applying `block` and then `tail` (the row update), the last
+/// one committing.
+pub fn compose<'a>(
+    block: impl IntoIterator<Item = &'a TxSql>,
+    tail: &str,
+    max: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::with_capacity(max.min(1 << 20));
+    cur.push_str(OPEN);
+    let mut body_empty = false;
+    let mut prev: Option<&str> = None;
+    for t in block {
+        if t.text.is_empty() {
+            continue;
+        }
+        let mut text = t.text.as_str();
+        if let (Some(p), Some(r)) = (prev, t.first_insert.as_ref()) {
+            if &t.text[r.clone()] == p {
+                cur.push_str(", ");
+                text = &t.text[r.end..];
+            }
+        }
+        if body_empty {
+            text = text.strip_prefix(';').unwrap_or(text);
+            body_empty = false;
+        }
+        cur.push_str(text);
+        prev = t.last_insert.as_ref().map(|r| &t.text[r.clone()]);
+        if cur.len() >= max {
+            cur.push_str("; END");
+            out.push(std::mem::take(&mut cur));
+            cur.push_str(NEXT);
+            body_empty = true;
+            prev = None;
+        }
+    }
+    if !body_empty {
+        cur.push(';');
+    }
+    cur.push_str(tail);
+    cur.push_str("; COMMIT; END");
+    out.push(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(stmts: &[&str]) -> TxSql {
+        let mut t = TxSql::default();
+        for s in stmts {
+            let start = t.text.len();
+            t.text.push(';');
+            t.text.push_str(s);
+            let ins = s
+                .find(" VALUES ")
+                .filter(|_| s.starts_with("INSERT"))
+                .map(|i| start + 1..start + 1 + i + 8);
+            t.note(start, ins);
+        }
+        t
+    }
+
+    #[test]
+    fn one_compound_per_block() {
+        let b = [
+            tx(&["UPDATE t SET a = 1", "DELETE FROM t WHERE id = 2"]),
+            tx(&[]),
+        ];
+        assert_eq!(
+            compose(&b, "UPDATE r SET seqno = 5", 1 << 20),
+            vec![
+                "BEGIN NOT ATOMIC START TRANSACTION;UPDATE t SET a = 1;DELETE FROM t WHERE id = 2;\
+                 UPDATE r SET seqno = 5; COMMIT; END"
+            ]
+        );
+        assert_eq!(
+            compose(&[], "UPDATE r", 100),
+            vec!["BEGIN NOT ATOMIC START TRANSACTION;UPDATE r; COMMIT; END"]
+        );
+    }
+
+    #[test]
+    fn consecutive_inserts_into_the_same_table_merge() {
+        let b = [
+            tx(&["UPDATE t SET a = 1", "INSERT INTO t (a) VALUES (1)"]),
+            tx(&["INSERT INTO t (a) VALUES (2), (3)"]),
+            tx(&["INSERT INTO t (a) VALUES (4)", "DELETE FROM t"]),
+            tx(&["INSERT INTO t (a) VALUES (5)"]),
+            tx(&["INSERT INTO u (a) VALUES (6)"]),
+        ];
+        assert_eq!(
+            compose(&b, "R", 1 << 20),
+            vec![
+                "BEGIN NOT ATOMIC START TRANSACTION;UPDATE t SET a = 1;\
+                 INSERT INTO t (a) VALUES (1), (2), (3), (4);DELETE FROM t;\
+                 INSERT INTO t (a) VALUES (5);INSERT INTO u (a) VALUES (6);R; COMMIT; END"
+            ]
+        );
+    }
+
+    #[test]
+    fn long_blocks_split_into_several_compounds() {
+        let b = [
+            tx(&["INSERT INTO t (a) VALUES (1)"]),
+            tx(&["INSERT INTO t (a) VALUES (2)"]),
+            tx(&["UPDATE t SET a = 3"]),
+        ];
+        assert_eq!(
+            compose(&b, "R", 20),
+            vec![
+                "BEGIN NOT ATOMIC START TRANSACTION;INSERT INTO t (a) VALUES (1); END",
+                "BEGIN NOT ATOMIC INSERT INTO t (a) VALUES (2); END",
+                "BEGIN NOT ATOMIC UPDATE t SET a = 3; END",
+                "BEGIN NOT ATOMIC R; COMMIT; END",
+            ]
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! One apply channel: a thread with its own connection to the local
+//! database and its own row in `trep_commit_seqno`.
+//!
+//! [`Work`] enters through the channel's queue from the dispatcher
+//! (`dispatch.rs`), in seqno order: transactions, and checkpoints that move
+//! the row of an idle channel up to the low-water mark. Transactions come
+//! [`Prepared`]: their row changes already SQL, built on the dispatcher's
+//! thread while this one waits for the server. The channel applies what is
+//! queued in blocks of up to `block_commit` transactions:
+//! one database transaction holding the block's row changes and the row
+//! update for its last transaction, sent as one compound statement (one
+//! round trip, one answer; see `batch.rs`) when it holds no statement. A block that fails on a server
+//! error is rolled back and replayed statement by statement to name the
+//! failing seqno and statement; transactions with statements (DDL) are
+//! applied alone, statement by statement. A [`Report`] leaves for every
+//! block committed and for the failure that stops the channel.
+
+use super::batch::{self, TxSql};
+use super::catalog::{update_row_sql, Mark};
+use super::{sql, ApplierConfig, ApplyError, BATCH_BYTES};
+use crate::extract::service_schema;
+use crate::thl::{Change, ThlEvent};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+
+/// What the dispatcher sends a channel.
+#[derive(Debug)]
+pub enum Work {
+    /// A whole transaction to apply.
+    Tx(Prepared),
+    /// Record this mark in the channel's row (nothing else to apply).
+    Checkpoint(Mark),
+}
+
+/// A transaction with its row changes already turned into SQL (by the
+/// dispatcher's thread, so that this channel only concatenates and waits
+/// for the server).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The transaction.
+    pub tx: ThlEvent,
+    /// Holds statements: applied alone, statement by statement.
+    pub alone: bool,
+    /// Recorded as applied without applying (own or `-skip-seqno`).
+    pub skip: bool,
+    /// Its row changes as `;`-prefixed statements (empty when `alone` or
+    /// `skip`), or why they cannot be built.
+    pub sql: Result<TxSql, sql::SqlError>,
+}
+
+impl Prepared {
+    /// Prepares `tx` for the channels of `cfg`.
+    pub fn new(cfg: &ApplierConfig, tx: ThlEvent) -> Prepared {
+        let alone = has_statements(&tx);
+        let skip = tx.source_id == cfg.member || cfg.skip.contains(&tx.seqno);
+        let mut out = TxSql::default();
+        out.text.reserve(estimate(&tx));
+        let mut sql = Ok(());
+        if !alone && !skip {
+            for c in &tx.changes {
+                if let (Change::Rows(r), Ok(())) = (c, &sql) {
+                    let start = out.text.len();
+                    sql = sql::append_rows_sql(&mut out.text, r).map(|ins| out.note(start, ins));
+                }
+            }
+        }
+        Prepared {
+            tx,
+            alone,
+            skip,
+            sql: sql.map(|()| out),
+        }
+    }
+}
+
+/// What a channel tells the dispatcher.
+#[derive(Debug)]
+pub enum Report {
+    /// Everything the channel was sent up to `mark.seqno` is committed,
+    /// and its row holds `mark`.
+    Committed {
+        /// Channel.
+        channel: usize,
+        /// The row's new mark.
+        mark: Mark,
+        /// Transactions in the block (0 for a checkpoint).
+        transactions: u64,
+        /// The block, handed back to be freed on the thread that
+        /// allocated it (cheaper for the allocator than freeing here).
+        done: Vec<Prepared>,
+    },
+    /// The channel stopped on this error.
+    Failed {
+        /// Channel.
+        channel: usize,
+        /// Why.
+        error: ApplyError,
+    },
+}
+
+/// About the length of a transaction's SQL (to allocate it once).
+fn estimate(tx: &ThlEvent) -> usize {
+    let mut n = 0;
+    for c in &tx.changes {
+        if let Change::Rows(r) = c {
+            let cols = r.columns.len() + r.keys.len();
+            n += 64 + r.rows.len() * (24 * cols + 16);
+            for row in &r.rows {
+                for v in row.after.iter().chain(row.before.iter()).flatten() {
+                    if let crate::thl::Value::Bytes { data, .. } = v {
+                        n += 2 * data.len();
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+/// True when a transaction holds a statement (applied alone).
+pub fn has_statements(tx: &ThlEvent) -> bool {
+    tx.changes.iter().any(sql::is_statement)
+}
+
+fn truncate(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(1000)]);
+    if b.len() > 1000 {
+        format!("{s}…")
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Runs channel `id` until its queue closes, `abort` is set, or it fails
+/// (reported before returning).
+pub fn run(
+    cfg: &ApplierConfig,
+    id: usize,
+    rx: Receiver<Work>,
+    reports: Sender<Report>,
+    abort: &AtomicBool,
+) {
+    let failed = |error| {
+        let _ = reports.send(Report::Failed { channel: id, error });
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return failed(ApplyError::Database {
+                addr: cfg.target.addr(),
+                error: format!("cannot start a runtime: {e}"),
+            })
+        }
+    };
+    let conn = rt.block_on(async {
+        let mut conn = cfg.target.connect().await.map_err(|e| e.to_string())?;
+        conn.query_drop(sql::SESSION_SETUP)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(conn)
+    });
+    let conn = match conn {
+        Ok(c) => c,
+        Err(error) => {
+            return failed(ApplyError::Database {
+                addr: cfg.target.addr(),
+                error,
+            })
+        }
+    };
+    let mut ch = Channel {
+        cfg,
+        id,
+        conn,
+        schema: service_schema(&cfg.service),
+    };
+    let max = cfg.block_commit.max(1);
+    let mut next: Option<Work> = None;
+    loop {
+        let first = match next.take() {
+            Some(w) => w,
+            None => match rx.recv() {
+                Ok(w) => w,
+                Err(_) => break,
+            },
+        };
+        if abort.load(Ordering::SeqCst) {
+            break;
+        }
+        let block = match first {
+            Work::Checkpoint(m) => {
+                let q = update_row_sql(&ch.schema, id, &m);
+                match rt.block_on(ch.conn.query_drop(q.as_str())) {
+                    Ok(()) => {
+                        let _ = reports.send(Report::Committed {
+                            channel: id,
+                            mark: m,
+                            transactions: 0,
+                            done: Vec::new(),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        let at = ThlEvent {
+                            seqno: m.seqno.max(0) as u64,
+                            eventid: m.eventid.clone(),
+                            ..ThlEvent::default()
+                        };
+                        failed(ch.failed(e, &at, q));
+                        break;
+                    }
+                }
+            }
+            Work::Tx(t) => {
+                let alone = t.alone;
+                let mut block = vec![t];
+                while !alone && block.len() < max {
+                    match rx.try_recv() {
+                        Ok(Work::Tx(t)) if !t.alone => block.push(t),
+                        Ok(w) => {
+                            next = Some(w);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                block
+            }
+        };
+        match rt.block_on(ch.apply_block(&block)) {
+            Ok(()) => {
+                if let Some(last) = block.last() {
+                    let _ = reports.send(Report::Committed {
+                        channel: id,
+                        mark: Mark::of(&last.tx),
+                        transactions: block.len() as u64,
+                        done: block,
+                    });
+                }
+            }
+            Err(e) => {
+                failed(e);
+                break;
+            }
+        }
+    }
+    let _ = rt.block_on(ch.conn.disconnect());
+}
+
+struct Channel<'a> {
+    cfg: &'a ApplierConfig,
+    id: usize,
+    conn: Conn,
+    schema: String,
+}
+
+impl Channel<'_> {
+    fn db_err(&self, e: impl std::fmt::Display) -> ApplyError {
+        ApplyError::Database {
+            addr: self.cfg.target.addr(),
+            error: e.to_string(),
+        }
+    }
+
+    async fn apply_block(&mut self, block: &[Prepared]) -> Result<(), ApplyError> {
+        let Some(last) = block.last() else {
+            return Ok(());
+        };
+        let last = &last.tx;
+        let batch = !block.iter().any(|p| p.alone);
+        let mut r = if batch {
+            self.batch(block, last).await
+        } else {
+            self.one_by_one(block, last).await
+        };
+        if batch && matches!(r, Err(ApplyError::Apply { .. })) {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            r = self.one_by_one(block, last).await;
+        }
+        if r.is_err() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            let _ = self.conn.query_drop(sql::SESSION_SETUP).await;
+        }
+        r
+    }
+
+    fn sql_err(tx: &ThlEvent, e: sql::SqlError) -> ApplyError {
+        ApplyError::Apply {
+            seqno: tx.seqno,
+            eventid: tx.eventid.clone(),
+            statement: String::new(),
+            error: e.0,
+        }
+    }
+
+    /// The block as compound statements (see `batch.rs`): usually one
+    /// query, one round trip, one answer.
+    async fn batch(&mut self, block: &[Prepared], last: &ThlEvent) -> Result<(), ApplyError> {
+        let mut parts = Vec::with_capacity(block.len());
+        for p in block {
+            parts.push(
+                p.sql
+                    .as_ref()
+                    .map_err(|e| Self::sql_err(&p.tx, e.clone()))?,
+            );
+        }
+        let tail = update_row_sql(&self.schema, self.id, &Mark::of(last));
+        for q in batch::compose(parts, &tail, BATCH_BYTES) {
+            if let Err(e) = self.conn.query_drop(q.as_str()).await {
+                return Err(self.failed(e, last, "(batch)".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The block statement by statement (names the failing one).
+    async fn one_by_one(&mut self, block: &[Prepared], last: &ThlEvent) -> Result<(), ApplyError> {
+        if let Err(e) = self.conn.query_drop("BEGIN").await {
+            return Err(self.failed(e, last, "BEGIN".into()));
+        }
+        for p in block {
+            let tx = &p.tx;
+            if p.skip {
+                tracing::info!(seqno = tx.seqno, source = %tx.source_id, "not applying (own or skipped)");
+                continue;
+            }
+            let mut statements = false;
+            for c in &tx.changes {
+                statements |= sql::is_statement(c);
+                let stmts = sql::change_sql(c).map_err(|e| Self::sql_err(tx, e))?;
+                for q in stmts {
+                    let r = self.conn.query_drop(q.as_slice()).await;
+                    // CREATE/DROP DATABASE are logged with the database they
+                    // name as their default schema, which may not exist here.
+                    let unknown_db =
+                        matches!(&r, Err(mysql_async::Error::Server(se)) if se.code == 1049);
+                    if unknown_db && q.starts_with(b"USE ") {
+                        continue;
+                    }
+                    if let Err(e) = r {
+                        return Err(self.failed(e, tx, truncate(&q)));
+                    }
+                }
+            }
+            if statements {
+                self.conn
+                    .query_drop(sql::SESSION_SETUP)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+            }
+        }
+        let q = update_row_sql(&self.schema, self.id, &Mark::of(last));
+        if let Err(e) = self.conn.query_drop(q.as_str()).await {
+            return Err(self.failed(e, last, q));
+        }
+        match self.conn.query_drop("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failed(e, last, "COMMIT".into())),
+        }
+    }
+
+    /// A server error is the transaction's fault; anything else (IO,
+    /// driver) means the connection is gone.
+    fn failed(&self, e: mysql_async::Error, tx: &ThlEvent, statement: String) -> ApplyError {
+        match e {
+            mysql_async::Error::Server(_) => ApplyError::Apply {
+                seqno: tx.seqno,
+                eventid: tx.eventid.clone(),
+                statement,
+                error: e.to_string(),
+            },
+            other => ApplyError::Lost {
+                addr: self.cfg.target.addr(),
+                seqno: tx.seqno,
+                error: other.to_string(),
+            },
+        }
+    }
+}
