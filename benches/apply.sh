@@ -7,6 +7,7 @@
 #   ROUNDS=3 benches/apply.sh                 # each backlog 3 times, median rates
 #   BENCH_TIME=60 THREADS=16 benches/apply.sh
 #   CHANNELS="1 4" RATE=300 LAT_TIME=20 SKIP_SINGLE=0 SKIP_MULTI=0 SKIP_LATENCY=0 benches/apply.sh
+#   REPLICA_EXTRA="--binlog-cache-size=4M" benches/apply.sh   # more options, every replica
 #   PERF=1 [PERF_DIR=/tmp/keep] benches/apply.sh   # perf record -g each catch-up, print the top symbols
 #
 # One primary (binlog ROW, FULL image, FULL metadata) and, of that primary,
@@ -49,7 +50,9 @@ SKIP_LATENCY=${SKIP_LATENCY:-0}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 # The multi-schema workload's schemas. Channels are chosen by a hash of the
 # schema name, so 4 schemas land on 4 distinct channels only by luck (about
-# 1 in 11); these four do (channels 1, 2, 3, 0 of 4; 1, 0, 1, 0 of 2).
+# 1 in 11); these four do (channels 1, 2, 3, 0 of 4; 1, 0, 1, 0 of 2 — see
+# apply::plan::tests::channel_is_a_stable_hash). Each carbide replicator logs
+# how many transactions each channel applied when it stops.
 MULTI_DBS=${MULTI_DBS:-"sb1 sb2 sb3 sb7"}
 
 echo "== building carbide-replicator (release)"
@@ -62,6 +65,11 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  for f in "$W"/r*.log; do
+    [ -f "$f" ] || continue
+    sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -o 'channel=[0-9]* transactions=[0-9]* blocks=[0-9]*' | tr '\n' ' ' |
+      sed "s|^|== carbide replica $(basename "$f" .log) at exit: |; s| \$|\n|"
+  done
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -72,7 +80,8 @@ SERVER_OPTS=(--skip-name-resolve --performance-schema=OFF --innodb-buffer-pool-s
   --innodb-log-file-size=256M --innodb-flush-log-at-trx-commit=2 --sync-binlog=0
   --log-bin=mariadb-bin --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL
   --max-binlog-size=256M --max-connections=300)
-REPLICA_OPTS=(--read-only=ON --log-slave-updates=ON)
+# shellcheck disable=SC2206 # REPLICA_EXTRA is a list of server options
+REPLICA_OPTS=(--read-only=ON --log-slave-updates=ON ${REPLICA_EXTRA:-})
 
 start_db() { # name server_id extra-opts... ; sets PORT
   local name=$1 id=$2; shift 2
@@ -158,6 +167,22 @@ def cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         v = f.read().rsplit(")", 1)[1].split()
     return (int(v[11]) + int(v[12])) / TICK
+
+def threads(pid):
+    """CPU seconds used so far by each thread of a process."""
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                v = f.read().rsplit(")", 1)[1].split()
+            out[t] = (int(v[11]) + int(v[12])) / TICK
+        except OSError:
+            pass
+    return out
+
+def busiest(before, after):
+    """CPU seconds of the thread that used the most between two snapshots."""
+    return max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
 
 def perf_start(pids, name):
     if not PERF: return None
@@ -272,30 +297,32 @@ def backlog(title, runs):
     print(f"  primary: {rate:.0f} tx/s for {BENCH_TIME} s; backlog {n} transactions "
           f"(THL seqno {s0 + 1}..{target}); every replica holds it locally")
     res, cpus = {}, {}
-    c0 = cpu(NPID)
+    c0, th0 = cpu(NPID), threads(NPID)
     h = perf_start([NPID], "native")
     t0 = time.time()
     sql(N, f"START SLAVE SQL_THREAD; SELECT MASTER_POS_WAIT('{f}', {p}, 900)")
     res["native"] = time.time() - t0
-    cpus["native"] = (cpu(NPID) - c0, 0.0)
+    cpus["native"] = (cpu(NPID) - c0, 0.0, busiest(th0, threads(NPID)))
     perf_stop(h)
     for c, a, lock, dbpid, rpid in zip(CHANNELS, CADMIN, locks, CPIDS, RPIDS):
-        c0, r0 = cpu(dbpid), cpu(rpid)
+        c0, r0, th0 = cpu(dbpid), cpu(rpid), threads(dbpid)
         h = perf_start([dbpid, rpid], f"carbide{c}")
         t0 = time.time()
         lock.run("UNLOCK TABLES; SELECT 'unlocked'")
         wait_until("carbide catch-up", lambda: status(a)["appliedLastSeqno"] >= target, every=0.01)
         res[f"carbide {c}ch"] = time.time() - t0
-        cpus[f"carbide {c}ch"] = (cpu(dbpid) - c0, cpu(rpid) - r0)
+        cpus[f"carbide {c}ch"] = (cpu(dbpid) - c0, cpu(rpid) - r0, busiest(th0, threads(dbpid)))
         perf_stop(h)
         lock.close()
         st = status(a)
         if st["state"] != "ONLINE": sys.exit(f"carbide {c}ch: {st['state']} {st['pendingError']}")
     base = n / res["native"]
-    print(f"  {'replica':<14} {'seconds':>8} {'tx/s':>8} {'vs native':>9} {'cpu s: mariadbd':>16} {'replicator':>10}")
+    print(f"  {'replica':<14} {'seconds':>8} {'tx/s':>8} {'vs native':>9}   cpu s: {'mariadbd':>8} "
+          f"{'(busiest thread)':>16} {'replicator':>10}")
     for k, secs in res.items():
         r = n / secs
-        print(f"  {k:<14} {secs:8.2f} {r:8.0f} {r / base:8.2f}x {cpus[k][0]:16.1f} {cpus[k][1]:10.1f}")
+        print(f"  {k:<14} {secs:8.2f} {r:8.0f} {r / base:8.2f}x {cpus[k][0]:16.1f} {cpus[k][2]:16.1f} "
+              f"{cpus[k][1]:10.1f}")
     return {k: n / secs for k, secs in res.items()}
 
 def rounds(title, runs):
@@ -313,10 +340,7 @@ if SKIP_MULTI != "1":
     per = max(1, THREADS // 4)
     rounds(f"2. backlog: {len(MULTI_DBS)} x sysbench oltp_write_only at once ({', '.join(MULTI_DBS)}; "
             f"{per} threads each), {BENCH_TIME} s", [(d, per, BENCH_TIME, 2) for d in MULTI_DBS])
-    for c, port in zip(CHANNELS, CPORTS):
-        rows = sql(port, "SELECT task_id, shard_id FROM tungsten_bench.trep_commit_seqno ORDER BY task_id")
-        print(f"  carbide {c}ch rows (task_id: shard of its last transaction): "
-              + ", ".join(f"{r[0]}: {r[1]}" for r in rows))
+
 
 if SKIP_LATENCY != "1":
     print(f"\n== 3. latency commit-on-primary -> visible-on-replica: sysbench --rate={RATE} "

@@ -151,6 +151,13 @@ async fn replica_applies_every_type_and_ddl_and_survives_kill9() {
     master
         .sql("BEGIN; INSERT INTO app.nokey VALUES (3, 'z', 2, 8); UPDATE app.types SET ti = 1; COMMIT")
         .await;
+    // one transaction of ~20 MB of SQL: applied as several queries
+    master
+        .sql(
+            "CREATE TABLE app.big (id INT PRIMARY KEY, pad VARCHAR(1000)); \
+             INSERT INTO app.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000) FROM app.seq_1_to_10000",
+        )
+        .await;
     wait_extracted(&master, pm).await;
     let last = wait_applied(pm, ps).await;
     assert!(last >= 10, "{last}");

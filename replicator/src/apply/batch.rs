@@ -5,7 +5,8 @@
 //! INSERT prefixes (`INSERT INTO t (cols) VALUES `) lie. [`compose`] joins
 //! a block into compound statements (`BEGIN NOT ATOMIC … END`: the server
 //! answers one OK per compound instead of one per statement, which costs
-//! it a `sendto` and the applier a wake-up each) of about `max` bytes: the
+//! it a `sendto` and the applier a wake-up each) of about `max` bytes (cut
+//! between transactions, or inside a large one at its `breaks`): the
 //! first opens the transaction, the last updates the channel's
 //! `trep_commit_seqno` row and commits. An INSERT that directly follows an
 //! INSERT with the same prefix (the next transaction's first statement
@@ -13,6 +14,10 @@
 //! same rows in the same order, one statement fewer.
 
 use std::ops::Range;
+
+/// A large transaction's text is cut into pieces of about this size, at
+/// change boundaries, where a block may be split into several queries.
+pub const PIECE: usize = 1 << 20;
 
 /// One transaction's row changes as SQL.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,19 +29,24 @@ pub struct TxSql {
     pub first_insert: Option<Range<usize>>,
     /// The prefix of the last statement when it is an INSERT.
     pub last_insert: Option<Range<usize>>,
+    /// Offsets in `text` (each at a `;`) where a query may end, about
+    /// every [`PIECE`] bytes (none for a small transaction).
+    pub breaks: Vec<usize>,
 }
 
 impl TxSql {
-    /// Appends one rows change's statements (see `sql::append_rows_sql`),
-    /// `insert` being the prefix range it reports.
+    /// Records one rows change appended at `start` (see
+    /// `sql::append_rows_sql`), `insert` being the prefix range it reports.
     pub fn note(&mut self, start: usize, insert: Option<Range<usize>>) {
-        let first_stmt = start == 0;
-        if first_stmt {
+        if start == 0 {
             self.first_insert = insert.clone();
         }
         // a change that wrote nothing leaves the last statement as it was
         if self.text.len() > start {
             self.last_insert = insert;
+            if start - self.breaks.last().copied().unwrap_or(0) >= PIECE {
+                self.breaks.push(start);
+            }
         }
     }
 }
@@ -60,25 +70,36 @@ pub fn compose<'a>(
         if t.text.is_empty() {
             continue;
         }
-        let mut text = t.text.as_str();
-        if let (Some(p), Some(r)) = (prev, t.first_insert.as_ref()) {
-            if &t.text[r.clone()] == p {
-                cur.push_str(", ");
-                text = &t.text[r.end..];
+        let ends = t.breaks.iter().copied().chain([t.text.len()]);
+        let mut from = 0;
+        for to in ends {
+            let mut text = &t.text[from..to];
+            if from == 0 {
+                if let (Some(p), Some(r)) = (prev, t.first_insert.as_ref()) {
+                    if &t.text[r.clone()] == p {
+                        cur.push_str(", ");
+                        text = &t.text[r.end..to];
+                    }
+                }
             }
-        }
-        if body_empty {
-            text = text.strip_prefix(';').unwrap_or(text);
-            body_empty = false;
-        }
-        cur.push_str(text);
-        prev = t.last_insert.as_ref().map(|r| &t.text[r.clone()]);
-        if cur.len() >= max {
-            cur.push_str("; END");
-            out.push(std::mem::take(&mut cur));
-            cur.push_str(NEXT);
-            body_empty = true;
-            prev = None;
+            from = to;
+            if body_empty {
+                text = text.strip_prefix(';').unwrap_or(text);
+                body_empty = false;
+            }
+            cur.push_str(text);
+            prev = if to == t.text.len() {
+                t.last_insert.as_ref().map(|r| &t.text[r.clone()])
+            } else {
+                None
+            };
+            if cur.len() >= max {
+                cur.push_str("; END");
+                out.push(std::mem::take(&mut cur));
+                cur.push_str(NEXT);
+                body_empty = true;
+                prev = None;
+            }
         }
     }
     if !body_empty {
@@ -145,6 +166,35 @@ mod tests {
                  INSERT INTO t (a) VALUES (5);INSERT INTO u (a) VALUES (6);R; COMMIT; END"
             ]
         );
+    }
+
+    #[test]
+    fn a_large_transaction_splits_at_its_breaks() {
+        let mut t = tx(&["UPDATE a", "UPDATE b", "INSERT INTO t (a) VALUES (1)"]);
+        t.breaks = vec![9, 18];
+        let next = tx(&["INSERT INTO t (a) VALUES (2)"]);
+        assert_eq!(
+            compose([&t, &next], "R", 10),
+            vec![
+                "BEGIN NOT ATOMIC START TRANSACTION;UPDATE a; END",
+                "BEGIN NOT ATOMIC UPDATE b; END",
+                "BEGIN NOT ATOMIC INSERT INTO t (a) VALUES (1); END",
+                "BEGIN NOT ATOMIC INSERT INTO t (a) VALUES (2); END",
+                "BEGIN NOT ATOMIC R; COMMIT; END",
+            ]
+        );
+        let mut big = TxSql::default();
+        for i in 0..3 {
+            let start = big.text.len();
+            big.text.push(';');
+            big.text.push_str(&"x".repeat(PIECE));
+            big.note(start, None);
+            assert_eq!(
+                big.breaks.len(),
+                i,
+                "a break before each change after the first piece"
+            );
+        }
     }
 
     #[test]

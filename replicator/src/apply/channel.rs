@@ -180,6 +180,7 @@ pub fn run(
         schema: service_schema(&cfg.service),
     };
     let max = cfg.block_commit.max(1);
+    let (mut blocks, mut transactions) = (0u64, 0u64);
     let mut next: Option<Work> = None;
     loop {
         let first = match next.take() {
@@ -234,6 +235,8 @@ pub fn run(
         };
         match rt.block_on(ch.apply_block(&block)) {
             Ok(()) => {
+                blocks += 1;
+                transactions += block.len() as u64;
                 if let Some(last) = block.last() {
                     let _ = reports.send(Report::Committed {
                         channel: id,
@@ -249,6 +252,7 @@ pub fn run(
             }
         }
     }
+    tracing::info!(service = %cfg.service, channel = id, transactions, blocks, "apply channel stopped");
     let _ = rt.block_on(ch.conn.disconnect());
 }
 
