@@ -8,7 +8,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::carbide::CarbideConfig;
+use support::carbide::{tls_certs, CarbideConfig};
 use support::MariaDb;
 
 fn cli(port: u16, args: &[&str]) -> (bool, String, String) {
@@ -30,16 +30,7 @@ async fn mariadb_cli_queries_multi_statements_infile_compress_and_tls() {
     let db = MariaDb::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_carbide"))
-        .args(["tls-certs", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tls_certs(&certs);
     let c = CarbideConfig::new(&db)
         .set(
             "tls",

@@ -10,21 +10,8 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::path::Path;
 use std::process::Command;
-use support::carbide::CarbideConfig;
+use support::carbide::{tls_certs, CarbideConfig};
 use support::MariaDb;
-
-fn certs(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_carbide"))
-        .args(["tls-certs", "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn tls_config(db: &MariaDb, certs: &Path) -> CarbideConfig {
     let path = |f: &str| certs.join(f).display().to_string();
@@ -49,7 +36,7 @@ async fn server_cipher(conn: &mut Conn) -> String {
 async fn sessions_to_the_server_are_encrypted_and_verified() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("certs");
-    certs(&dir);
+    tls_certs(&dir);
     let db = MariaDb::builder()
         .arg(format!("--ssl-cert={}", dir.join("server.pem").display()))
         .arg(format!("--ssl-key={}", dir.join("server.key").display()))
@@ -113,7 +100,7 @@ async fn sessions_to_the_server_are_encrypted_and_verified() {
 async fn a_server_without_tls_is_refused_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("certs");
-    certs(&dir);
+    tls_certs(&dir);
     let db = MariaDb::start().await; // no certificate: offers no TLS
     let c = tls_config(&db, &dir).start().await;
     let err = Conn::new(c.rw_opts()).await.unwrap_err().to_string();

@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::replicator::{status, trepctl_ok, wait_status, Replicator};
+use support::replicator::{failed_seqno, status, trepctl_ok, wait_status, Replicator};
 use support::{free_port, MariaDb};
 
 struct Ports {
@@ -374,13 +374,7 @@ async fn apply_error_stops_the_slave_and_skip_seqno_passes_it() {
     assert!(err.contains("apply failed at seqno"), "{st}");
     assert!(err.contains("INSERT INTO `app`.`t`"), "{st}");
     assert!(err.contains("Duplicate entry '7'"), "{st}");
-    let bad: u64 = err
-        .split("seqno ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let bad = failed_seqno(&err) as u64;
     assert_eq!(st["appliedLastSeqno"].as_i64().unwrap(), bad as i64 - 1);
     assert_eq!(
         st["pendingErrorSeqno"].as_i64().unwrap(),

@@ -11,8 +11,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use support::replicator::{bin, status, trepctl_ok, wait_status, Replicator};
-use support::{free_port, MariaDb};
+use support::replicator::{bin, master_slave_config, status, trepctl_ok, wait_status, Replicator};
+use support::MariaDb;
 
 fn dsctl(cfg: &Path, args: &[&str]) -> String {
     let out = Command::new(bin("dsctl"))
@@ -44,24 +44,7 @@ async fn dsctl_positions_a_replica_restored_from_a_dump() {
     let master = MariaDb::start().await;
     let replica = MariaDb::builder().arg("--read-only=ON").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (pm, ps) = (free_port(), free_port());
-    let text = format!(
-        "[service]\nname = \"alpha\"\n\n[credentials]\nuser = \"root\"\n\n\
-         [replicator]\nthl-root = \"{}\"\n\n\
-         [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{pm}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
-         [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{ps}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n",
-        dir.path().join("thl").display(),
-        master.port,
-        free_port(),
-        free_port(),
-        replica.port,
-        free_port(),
-        free_port(),
-    );
-    let cfg = dir.path().join("carbide.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
     let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
     trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
     master

@@ -6,9 +6,9 @@
 
 mod support;
 
-use std::process::Command;
-use support::replicator::{status, trepctl_ok, wait_status, Replicator};
-use support::{free_port, MariaDb};
+use support::carbide::tls_certs;
+use support::replicator::{master_slave_config, status, trepctl_ok, wait_status, Replicator};
+use support::MariaDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slave_pulls_thl_over_tls() {
@@ -16,34 +16,8 @@ async fn slave_pulls_thl_over_tls() {
     let db2 = MariaDb::builder().arg("--read-only=ON").start().await;
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_carbide"))
-        .args(["tls-certs", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (pm, ps) = (free_port(), free_port());
-    let text = format!(
-        "[service]\nname = \"alpha\"\n\n[credentials]\nuser = \"root\"\n\n\
-         [replicator]\nthl-root = \"{}\"\n\n\
-         [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{pm}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
-         [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{ps}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n",
-        dir.path().join("thl").display(),
-        db1.port,
-        free_port(),
-        free_port(),
-        db2.port,
-        free_port(),
-        free_port(),
-    );
-    let cfg = dir.path().join("carbide.toml");
-    std::fs::write(&cfg, text).unwrap();
+    tls_certs(&certs);
+    let (cfg, pm, ps) = master_slave_config(dir.path(), &db1, &db2);
     let p = |f: &str| certs.join(f).to_str().unwrap().to_string();
     let _d1 = Replicator::start(
         &cfg,

@@ -15,36 +15,15 @@ mod support;
 
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::replicator::{status, trepctl_ok, wait_status, Replicator};
-use support::{free_port, MariaDb};
+use support::replicator::{
+    failed_seqno, master_slave_config, status, trepctl_ok, wait_status, Replicator,
+};
+use support::MariaDb;
 
 const SCHEMAS: [&str; 4] = ["s1", "s2", "s3", "s4"];
-
-fn write_config(dir: &Path, master: &MariaDb, replica: &MariaDb) -> (PathBuf, u16, u16) {
-    let (pm, ps) = (free_port(), free_port());
-    let text = format!(
-        "[service]\nname = \"alpha\"\n\n[credentials]\nuser = \"root\"\n\n\
-         [replicator]\nthl-root = \"{}\"\n\n\
-         [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{pm}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
-         [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{ps}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n",
-        dir.join("thl").display(),
-        master.port,
-        free_port(),
-        free_port(),
-        replica.port,
-        free_port(),
-        free_port(),
-    );
-    let p = dir.join("carbide.toml");
-    std::fs::write(&p, text).unwrap();
-    (p, pm, ps)
-}
 
 async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
     db.checksum_all_tables()
@@ -194,7 +173,7 @@ async fn four_channels_under_load_kill9_and_channel_count_change() {
     let master = MariaDb::start().await;
     let replica = MariaDb::builder().arg("--read-only=ON").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, pm, ps) = write_config(dir.path(), &master, &replica);
+    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
     let log = dir.path().join("db2.log");
     let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
     trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
@@ -277,7 +256,7 @@ async fn channel_error_stops_all_and_until_seqno_stops_every_channel() {
     let master = MariaDb::start().await;
     let replica = MariaDb::builder().arg("--read-only=ON").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, pm, ps) = write_config(dir.path(), &master, &replica);
+    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
     let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
     trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
     let _d2 = Replicator::start(
@@ -316,13 +295,7 @@ async fn channel_error_stops_all_and_until_seqno_stops_every_channel() {
     assert!(err.contains("apply failed at seqno"), "{st}");
     assert!(err.contains("INSERT INTO `s3`.`t`"), "{st}");
     assert!(err.contains("Duplicate entry '1000'"), "{st}");
-    let bad: i64 = err
-        .split("seqno ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let bad = failed_seqno(&err);
     assert_eq!(st["pendingErrorSeqno"].as_i64().unwrap(), bad, "{st}");
     assert!(
         st["appliedLastSeqno"].as_i64().unwrap() < bad,

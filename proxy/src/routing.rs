@@ -105,7 +105,7 @@ impl Router {
     /// datasource.
     pub fn store(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
-        self.bump();
+        self.poke();
     }
 
     /// The current table.
@@ -122,7 +122,7 @@ impl Router {
     pub fn set_state(&self, s: RouterState) {
         self.state_now.store(state_code(s), Ordering::Release);
         self.state.send_replace(s);
-        self.bump();
+        self.poke();
     }
 
     /// The router state.
@@ -146,10 +146,6 @@ impl Router {
 
     /// Wakes every session (used at shutdown).
     pub fn poke(&self) {
-        self.bump();
-    }
-
-    fn bump(&self) {
         self.changes.send_modify(|g| *g += 1);
     }
 

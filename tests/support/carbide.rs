@@ -333,3 +333,18 @@ impl Drop for Carbide {
         }
     }
 }
+
+/// Runs `carbide tls-certs --out dir` (a self-signed CA and a server
+/// certificate for 127.0.0.1/localhost) and panics with its stderr if it fails.
+pub fn tls_certs(dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_carbide"))
+        .args(["tls-certs", "--out"])
+        .arg(dir)
+        .output()
+        .expect("run carbide tls-certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

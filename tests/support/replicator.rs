@@ -152,3 +152,43 @@ pub async fn wait_status(port: u16, secs: u64, what: &str, f: impl Fn(&Value) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Writes `dir/carbide.toml` for service `alpha`: member db1 (master) on
+/// `master`, db2 (slave) on `replica`, THL under `dir/thl`, free ports for
+/// everything else. Returns the path and the two replicator admin ports.
+pub fn master_slave_config(
+    dir: &Path,
+    master: &super::MariaDb,
+    replica: &super::MariaDb,
+) -> (PathBuf, u16, u16) {
+    use super::free_port;
+    let (pm, ps) = (free_port(), free_port());
+    let text = format!(
+        "[service]\nname = \"alpha\"\n\n[credentials]\nuser = \"root\"\n\n\
+         [replicator]\nthl-root = \"{}\"\n\n\
+         [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{pm}\"\n\
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
+         [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{ps}\"\n\
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n",
+        dir.join("thl").display(),
+        master.port,
+        free_port(),
+        free_port(),
+        replica.port,
+        free_port(),
+        free_port(),
+    );
+    let p = dir.join("carbide.toml");
+    std::fs::write(&p, text).expect("write config");
+    (p, pm, ps)
+}
+
+/// The seqno named in an applier error ("apply failed at seqno N ...").
+pub fn failed_seqno(error: &str) -> i64 {
+    error
+        .split("seqno ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no seqno in {error:?}"))
+}
