@@ -23,11 +23,28 @@ use std::time::{Duration, Instant};
 
 static NEXT_SERVER_ID: AtomicU32 = AtomicU32::new(1);
 
-/// A free TCP port on 127.0.0.1 (bound and released; the caller retries if
-/// something takes it in between).
+/// A free TCP port on 127.0.0.1 that no other caller in this test process
+/// has been given.
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768+), so an
+/// outgoing connection cannot take one between this check and the server's
+/// bind; the start point is spread by pid so concurrent test binaries rarely
+/// meet. Asking the kernel for port 0 instead can hand out the same port twice
+/// once the probe socket is closed, which gave two members one THL address.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = (std::process::id().wrapping_mul(2_654_435_761)) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + n % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{LOW}-{}", LOW + SPAN - 1);
 }
 
 /// Options for one server before it starts.
