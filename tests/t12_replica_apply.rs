@@ -444,12 +444,26 @@ async fn replica_database_kill9_resumes_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unique_not_null_key_identifies_rows_without_a_primary_key() {
+async fn unique_not_null_key_identifies_rows_without_a_primary_key_as_sql() {
+    unique_not_null_key_case(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_not_null_key_identifies_rows_without_a_primary_key_as_row_events() {
+    unique_not_null_key_case(false).await;
+}
+
+/// As SQL, an UPDATE sets only the columns the master changed and a row
+/// matched by a before image that drifted is silently not found; as row
+/// events (the default), the server writes the whole after image, as
+/// native replication does, and a row it cannot find stops the applier.
+async fn unique_not_null_key_case(as_sql: bool) {
     let (master, replica, dir, cfg, ports) = start_pair().await;
     let (pm, ps) = ports.admin;
     let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
     trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
-    let _d2 = Replicator::start(&cfg, "db2", ps, &dir.path().join("db2.log"), &[]);
+    let args: &[&str] = if as_sql { &["--row-apply", "sql"] } else { &[] };
+    let d2 = Replicator::start(&cfg, "db2", ps, &dir.path().join("db2.log"), args);
     wait_status(ps, 30, "slave ONLINE", |st| st["state"] == "ONLINE").await;
     // u: no primary key, a unique key over NOT NULL columns; v: its only
     // unique key allows NULL, so rows are matched by their whole image
@@ -476,7 +490,42 @@ async fn unique_not_null_key_identifies_rows_without_a_primary_key() {
         )
         .await;
     wait_extracted(&master, pm).await;
+    if !as_sql {
+        wait_applied(pm, ps).await;
+        assert!(d2.log_text().contains("applying row changes as row events"));
+        // rows found by their unique key (u's NOT NULL one; v's, holding no
+        // NULL here) and written whole, drifted column included
+        let u: Vec<(i64, String, i64)> =
+            replica.query("SELECT a, b, c FROM app.u ORDER BY a").await;
+        assert_eq!(u, vec![(1, "new".to_string(), 0), (3, "x".to_string(), 0)]);
+        let v: Vec<(i64, String, i64)> =
+            replica.query("SELECT a, b, c FROM app.v WHERE a = 1").await;
+        assert_eq!(v, vec![(1, "new".to_string(), 0)]);
+        // a row the replica lacks is an error, not a silent no-op
+        replica.sql("DELETE FROM app.u WHERE a = 3").await;
+        master.sql("UPDATE app.u SET b = 'z' WHERE a = 3").await;
+        let st = wait_status(ps, 30, "slave OFFLINE:ERROR", |st| {
+            st["state"] == "OFFLINE:ERROR"
+        })
+        .await;
+        let err = st["pendingError"].as_str().unwrap_or_default().to_string();
+        assert!(
+            err.contains("app.u") && err.contains("Can't find record"),
+            "names the table and the server's error: {err}"
+        );
+        replica
+            .sql("INSERT INTO app.u (a, b, c) VALUES (3, 'x', 0)")
+            .await;
+        trepctl_ok(ps, &["online"]);
+        wait_applied(pm, ps).await;
+        let u: Vec<(i64, String, i64)> =
+            replica.query("SELECT a, b, c FROM app.u ORDER BY a").await;
+        assert_eq!(u, vec![(1, "new".to_string(), 0), (3, "z".to_string(), 0)]);
+        assert_eq!(status(ps)["state"], "ONLINE");
+        return;
+    }
     wait_applied(pm, ps).await;
+    assert!(d2.log_text().contains("applying row changes as SQL"));
     let u: Vec<(i64, String, i64)> = replica.query("SELECT a, b, c FROM app.u ORDER BY a").await;
     assert_eq!(
         u,

@@ -19,11 +19,14 @@ use std::ops::Range;
 /// change boundaries, where a block may be split into several queries.
 pub const PIECE: usize = 1 << 20;
 
-/// One transaction's row changes as SQL.
+/// One transaction's row changes as SQL, or as row events.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TxSql {
-    /// `;stmt;stmt…` (empty: nothing to apply).
+    /// `;stmt;stmt…` (empty: nothing to apply); with `events`, base64
+    /// chunks of row events instead (see [`compose_events`]).
     pub text: String,
+    /// `text` holds row events.
+    pub events: bool,
     /// The prefix of the first statement when it is an INSERT (a range of
     /// `text`, after its `;`).
     pub first_insert: Option<Range<usize>>,
@@ -107,6 +110,75 @@ pub fn compose<'a>(
     }
     cur.push_str(tail);
     cur.push_str("; COMMIT; END");
+    out.push(cur);
+    out
+}
+
+/// The queries applying a block holding row events (`TxSql::events`)
+/// and maybe SQL, then `tail`, then committing.
+///
+/// The row events of consecutive transactions go into one `BINLOG '…'`
+/// statement: MariaDB decodes a literal made of several padded base64
+/// chunks chunk by chunk. A `BINLOG` statement must end its query: the
+/// server's answer to it does not say that more results follow, so a
+/// statement after it in the same query would leave the connection out of
+/// sync. Hence at least two queries: `START TRANSACTION;[sql;]BINLOG '…'`
+/// and `tail;COMMIT`; long blocks cut at chunk boundaries (`breaks`)
+/// after about `max` bytes.
+pub fn compose_events<'a>(
+    block: impl IntoIterator<Item = &'a TxSql>,
+    tail: &str,
+    max: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::with_capacity(max.min(1 << 20));
+    cur.push_str("START TRANSACTION");
+    let mut in_binlog = false;
+    for t in block {
+        let ends = t.breaks.iter().copied().chain([t.text.len()]);
+        let mut from = 0;
+        for to in ends {
+            let piece = &t.text[from..to];
+            from = to;
+            if piece.is_empty() {
+                continue;
+            }
+            if t.events {
+                if !in_binlog {
+                    cur.push_str(if cur.is_empty() {
+                        "BINLOG '"
+                    } else {
+                        ";BINLOG '"
+                    });
+                    in_binlog = true;
+                }
+                cur.push_str(piece);
+            } else {
+                if in_binlog {
+                    cur.push('\'');
+                    out.push(std::mem::take(&mut cur));
+                    in_binlog = false;
+                }
+                cur.push_str(if cur.is_empty() { &piece[1..] } else { piece });
+            }
+            if cur.len() >= max {
+                if in_binlog {
+                    cur.push('\'');
+                    in_binlog = false;
+                }
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    if in_binlog {
+        cur.push('\'');
+        out.push(std::mem::take(&mut cur));
+    }
+    if !cur.is_empty() {
+        cur.push(';');
+    }
+    cur.push_str(tail);
+    cur.push_str(";COMMIT");
     out.push(cur);
     out
 }
@@ -195,6 +267,49 @@ mod tests {
                 "a break before each change after the first piece"
             );
         }
+    }
+
+    fn ev(chunks: &[&str]) -> TxSql {
+        let mut t = TxSql {
+            events: true,
+            ..TxSql::default()
+        };
+        for c in chunks {
+            if !t.text.is_empty() {
+                t.breaks.push(t.text.len());
+            }
+            t.text.push_str(c);
+        }
+        t
+    }
+
+    #[test]
+    fn row_events_share_one_binlog_statement_that_ends_its_query() {
+        let b = [ev(&["AA==", "BB=="]), ev(&["CC=="])];
+        assert_eq!(
+            compose_events(&b, "R", 1 << 20),
+            vec!["START TRANSACTION;BINLOG 'AA==BB==CC=='", "R;COMMIT"]
+        );
+        // SQL between events ends the BINLOG statement's query
+        let b = [ev(&["AA=="]), tx(&["UPDATE t SET a = 1"]), ev(&["CC=="])];
+        assert_eq!(
+            compose_events(&b, "R", 1 << 20),
+            vec![
+                "START TRANSACTION;BINLOG 'AA=='",
+                "UPDATE t SET a = 1;BINLOG 'CC=='",
+                "R;COMMIT"
+            ]
+        );
+        // long blocks cut at chunk boundaries
+        let b = [ev(&["AAAAAAAA", "BBBBBBBB"]), ev(&["CCCC"])];
+        assert_eq!(
+            compose_events(&b, "R", 20),
+            vec![
+                "START TRANSACTION;BINLOG 'AAAAAAAA'",
+                "BINLOG 'BBBBBBBBCCCC'",
+                "R;COMMIT"
+            ]
+        );
     }
 
     #[test]

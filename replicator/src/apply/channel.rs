@@ -17,6 +17,7 @@
 
 use super::batch::{self, TxSql};
 use super::catalog::{update_row_sql, Mark};
+use super::rowevents;
 use super::{sql, ApplierConfig, ApplyError, BATCH_BYTES};
 use crate::extract::service_schema;
 use crate::thl::{Change, ThlEvent};
@@ -48,6 +49,61 @@ pub struct Prepared {
     /// Its row changes as `;`-prefixed statements (empty when `alone` or
     /// `skip`), or why they cannot be built.
     pub sql: Result<TxSql, sql::SqlError>,
+    /// Those statements are `BINLOG` statements (row events), not SQL.
+    pub events: bool,
+}
+
+/// `events` (whole groups ending at `ends`) as base64 chunks appended to
+/// `out`, each chunk a few whole groups of at most about
+/// [`batch::PIECE`] bytes once encoded (one group may be larger); returns
+/// where each chunk after the first starts.
+pub fn binlog_chunks(out: &mut String, events: &[u8], ends: &[usize]) -> Vec<usize> {
+    use base64::Engine;
+    // base64 grows 3 bytes to 4
+    let raw_piece = batch::PIECE / 4 * 3;
+    let mut starts = Vec::new();
+    let mut from = 0;
+    for (k, &end) in ends.iter().enumerate() {
+        let next = ends.get(k + 1).copied();
+        if next.is_none_or(|n| n - from > raw_piece) {
+            if from > 0 {
+                starts.push(out.len());
+            }
+            base64::engine::general_purpose::STANDARD.encode_string(&events[from..end], out);
+            from = end;
+        }
+    }
+    starts
+}
+
+/// The statement that starts a session's row events.
+pub fn format_description_sql(server_id: u32) -> String {
+    let fde = rowevents::format_description(server_id);
+    let mut s = String::from("BINLOG '");
+    binlog_chunks(&mut s, &fde, &[fde.len()]);
+    s.push('\'');
+    s
+}
+
+/// A transaction's row changes as row events, or why not.
+fn tx_events(tx: &ThlEvent, server_id: u32) -> Result<TxSql, rowevents::Unsupported> {
+    let when = (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32;
+    let mut raw = Vec::with_capacity(estimate(tx));
+    let mut ends = Vec::new();
+    for c in &tx.changes {
+        if let Change::Rows(r) = c {
+            ends.extend(rowevents::append_change(&mut raw, r, server_id, when)?);
+        }
+    }
+    let mut out = TxSql {
+        events: true,
+        ..TxSql::default()
+    };
+    if !ends.is_empty() {
+        out.text.reserve(raw.len() / 3 * 4 + 16);
+        out.breaks = binlog_chunks(&mut out.text, &raw, &ends);
+    }
+    Ok(out)
 }
 
 impl Prepared {
@@ -55,6 +111,22 @@ impl Prepared {
     pub fn new(cfg: &ApplierConfig, tx: ThlEvent) -> Prepared {
         let alone = has_statements(&tx);
         let skip = tx.source_id == cfg.member || cfg.skip.contains(&tx.seqno);
+        if let (false, false, Some(id)) = (alone, skip, cfg.event_server_id) {
+            match tx_events(&tx, id) {
+                Ok(text) => {
+                    return Prepared {
+                        tx,
+                        alone,
+                        skip,
+                        sql: Ok(text),
+                        events: true,
+                    }
+                }
+                Err(why) => {
+                    tracing::debug!(seqno = tx.seqno, %why, "applying as SQL, not row events")
+                }
+            }
+        }
         let mut out = TxSql::default();
         out.text.reserve(estimate(&tx));
         let mut sql = Ok(());
@@ -71,6 +143,7 @@ impl Prepared {
             alone,
             skip,
             sql: sql.map(|()| out),
+            events: false,
         }
     }
 }
@@ -162,6 +235,16 @@ pub fn run(
         conn.query_drop(sql::SESSION_SETUP)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(id) = cfg.event_server_id {
+            // the annotation would repeat each BINLOG statement's text in
+            // the replica's binlog
+            conn.query_drop("SET SESSION binlog_annotate_row_events = 0")
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.query_drop(format_description_sql(id))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok::<_, String>(conn)
     });
     let conn = match conn {
@@ -180,7 +263,7 @@ pub fn run(
         schema: service_schema(&cfg.service),
     };
     let max = cfg.block_commit.max(1);
-    let (mut blocks, mut transactions) = (0u64, 0u64);
+    let (mut blocks, mut transactions, mut as_events) = (0u64, 0u64, 0u64);
     let mut next: Option<Work> = None;
     loop {
         let first = match next.take() {
@@ -237,6 +320,7 @@ pub fn run(
             Ok(()) => {
                 blocks += 1;
                 transactions += block.len() as u64;
+                as_events += block.iter().filter(|p| p.events).count() as u64;
                 if let Some(last) = block.last() {
                     let _ = reports.send(Report::Committed {
                         channel: id,
@@ -252,7 +336,10 @@ pub fn run(
             }
         }
     }
-    tracing::info!(service = %cfg.service, channel = id, transactions, blocks, "apply channel stopped");
+    tracing::info!(
+        service = %cfg.service, channel = id, transactions, blocks, row_events = as_events,
+        "apply channel stopped"
+    );
     let _ = rt.block_on(ch.conn.disconnect());
 }
 
@@ -314,7 +401,14 @@ impl Channel<'_> {
             );
         }
         let tail = update_row_sql(&self.schema, self.id, &Mark::of(last));
-        for q in batch::compose(parts, &tail, BATCH_BYTES) {
+        // BINLOG statements cost the server more inside a compound
+        // statement (it keeps a copy of their text): plain queries instead
+        let queries = if block.iter().any(|p| p.events) {
+            batch::compose_events(parts, &tail, BATCH_BYTES)
+        } else {
+            batch::compose(parts, &tail, BATCH_BYTES)
+        };
+        for q in queries {
             if let Err(e) = self.conn.query_drop(q.as_str()).await {
                 return Err(self.failed(e, last, "(batch)".into()));
             }
@@ -336,6 +430,10 @@ impl Channel<'_> {
             let mut statements = false;
             for c in &tx.changes {
                 statements |= sql::is_statement(c);
+                if let (true, Change::Rows(r), Some(id)) = (p.events, c, self.cfg.event_server_id) {
+                    self.change_events(tx, r, id).await?;
+                    continue;
+                }
                 let stmts = sql::change_sql(c).map_err(|e| Self::sql_err(tx, e))?;
                 for q in stmts {
                     let r = self.conn.query_drop(q.as_slice()).await;
@@ -366,6 +464,44 @@ impl Channel<'_> {
             Ok(()) => Ok(()),
             Err(e) => Err(self.failed(e, last, "COMMIT".into())),
         }
+    }
+
+    /// One change as row events; a failure names the change as the SQL
+    /// it stands for.
+    async fn change_events(
+        &mut self,
+        tx: &ThlEvent,
+        r: &crate::thl::RowsChange,
+        server_id: u32,
+    ) -> Result<(), ApplyError> {
+        let mut raw = Vec::new();
+        let when = (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32;
+        let ends = rowevents::append_change(&mut raw, r, server_id, when)
+            .map_err(|why| Self::sql_err(tx, sql::SqlError(format!("row events: {why}"))))?;
+        let mut text = String::new();
+        let starts = binlog_chunks(&mut text, &raw, &ends);
+        let mut from = 0;
+        for to in starts.into_iter().chain([text.len()]) {
+            let q = format!("BINLOG '{}'", &text[from..to]);
+            if let Err(e) = self.conn.query_drop(q.as_str()).await {
+                let what = match sql::change_sql(&Change::Rows(r.clone())) {
+                    Ok(stmts) => stmts.first().map(|q| truncate(q)).unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                return Err(self.failed(
+                    e,
+                    tx,
+                    format!(
+                        "row events ({} of {}.{}) for: {what}",
+                        r.action.as_str(),
+                        r.schema,
+                        r.table
+                    ),
+                ));
+            }
+            from = to;
+        }
+        Ok(())
     }
 
     /// A server error is the transaction's fault; anything else (IO,

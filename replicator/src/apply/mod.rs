@@ -31,6 +31,7 @@ mod catalog;
 mod channel;
 mod dispatch;
 pub mod plan;
+pub mod rowevents;
 pub mod sql;
 
 pub use catalog::{
@@ -64,6 +65,52 @@ pub struct ApplierConfig {
     pub member: String,
     /// Seqnos to record as applied without applying (`online -skip-seqno`).
     pub skip: Vec<u64>,
+    /// How row changes reach the database (`--row-apply`).
+    pub row_apply: RowApply,
+    /// Set by the applier at start, not by callers: the database's
+    /// server_id when it accepted row events (`BINLOG`), `None` for SQL.
+    pub event_server_id: Option<u32>,
+}
+
+/// How the applier applies row changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowApply {
+    /// Row events (`BINLOG` statements, the server's own row-apply path)
+    /// when the database accepts them, else SQL with a warning.
+    #[default]
+    Auto,
+    /// Row events only; a database that refuses them stops the applier.
+    Events,
+    /// SQL text: INSERT / UPDATE … WHERE key / DELETE … WHERE key.
+    Sql,
+}
+
+impl std::str::FromStr for RowApply {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(RowApply::Auto),
+            "events" => Ok(RowApply::Events),
+            "sql" => Ok(RowApply::Sql),
+            other => Err(format!("'{other}': expected auto, events or sql")),
+        }
+    }
+}
+
+/// Asks the database whether this session may apply row events: reads
+/// `@@server_id` and sends the format description. `Err` holds the
+/// server's refusal (typically: the user lacks `BINLOG REPLAY`).
+pub async fn probe_row_events(conn: &mut mysql_async::Conn) -> Result<u32, String> {
+    use mysql_async::prelude::Queryable;
+    let id: Option<u32> = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = id.unwrap_or(0);
+    conn.query_drop(channel::format_description_sql(id))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(id)
 }
 
 /// Published whenever the low-water mark moves.
@@ -211,6 +258,10 @@ fn session(
                 .connect()
                 .await
                 .map_err(|e| db_err(e.to_string()))?;
+            let events = match cfg.row_apply {
+                RowApply::Sql => Ok(None),
+                _ => probe_row_events(&mut conn).await.map(Some),
+            };
             let rows = async {
                 ensure_catalog(&mut conn, &cfg.service).await?;
                 let rows = load_rows(&mut conn, &cfg.service).await?;
@@ -231,9 +282,40 @@ fn session(
             .await
             .map_err(db_err);
             let _ = conn.disconnect().await;
-            rows
+            rows.map(|r| (r, events))
         })?;
+        let (rows, events) = rows;
+        let events = match (events, cfg.row_apply) {
+            (Ok(id), _) => id,
+            (Err(e), RowApply::Events) => {
+                return Err(db_err(format!(
+                    "--row-apply events: the database refuses row events ({e}); \
+                     grant the applier's user BINLOG REPLAY, or use --row-apply auto|sql"
+                )))
+            }
+            (Err(e), _) => {
+                tracing::warn!(
+                    service = %cfg.service, error = %e,
+                    "the database refuses row events (BINLOG); applying rows as SQL \
+                     (grant BINLOG REPLAY to the applier's user for the faster path)"
+                );
+                None
+            }
+        };
+        if lost_since.is_none() {
+            match events {
+                Some(_) => {
+                    tracing::info!(service = %cfg.service, "applying row changes as row events (BINLOG)")
+                }
+                None => tracing::info!(service = %cfg.service, "applying row changes as SQL"),
+            }
+        }
         *lost_since = None;
+        let resolved = ApplierConfig {
+            event_server_id: events,
+            ..cfg.clone()
+        };
+        let cfg = &resolved;
         let base = rows
             .iter()
             .min_by_key(|r| r.mark.seqno)

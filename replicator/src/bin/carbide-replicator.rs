@@ -64,6 +64,15 @@ struct Args {
     /// rows differ).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     channels: u16,
+    /// Applier: how row changes reach the database. `events`: as binlog
+    /// row events in BINLOG statements, applied by the server's own
+    /// replication code (no SQL parsing; needs the BINLOG REPLAY privilege;
+    /// missing rows are errors). `sql`: as INSERT / UPDATE / DELETE
+    /// statements. `auto`: events when the database accepts them, else
+    /// SQL with a warning. Changes that have no exact row-event form (e.g.
+    /// old temporal types, partial row images) are applied as SQL.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "events", "sql"])]
+    row_apply: String,
     /// Serve THL over TLS with this certificate chain (PEM; needs
     /// --thl-tls-key).
     #[arg(long, requires = "thl_tls_key")]
@@ -136,6 +145,10 @@ fn main() -> ExitCode {
                 cfg.service.name
             ));
         }
+        let row_apply: carbide_replicator::apply::RowApply = match args.row_apply.parse() {
+            Ok(r) => r,
+            Err(e) => return usage_error(format!("--row-apply {e}")),
+        };
         let master_thl = cfg
             .members
             .iter()
@@ -146,6 +159,7 @@ fn main() -> ExitCode {
             master_thl,
             block_commit: args.block_commit.max(1),
             channels: usize::from(args.channels),
+            row_apply,
             thl_tls_ca: args.thl_tls_ca.clone(),
             name: cfg.service.name.clone(),
             role: m.role,

@@ -80,6 +80,8 @@ pub struct ServiceSpec {
     pub block_commit: usize,
     /// Applier: parallel apply channels (by shard).
     pub channels: usize,
+    /// Applier: how row changes are applied.
+    pub row_apply: crate::apply::RowApply,
     /// Connect to the master's THL server with TLS, trusting this CA
     /// bundle (PEM).
     pub thl_tls_ca: Option<std::path::PathBuf>,
@@ -391,6 +393,8 @@ impl Service {
             channels: self.spec.channels,
             member: self.spec.member.clone(),
             skip,
+            row_apply: self.spec.row_apply,
+            event_server_id: None,
         };
         let astop = stop.clone();
         let akill = Arc::clone(&kill_tx);

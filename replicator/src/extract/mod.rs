@@ -17,7 +17,7 @@ pub mod mariadb_events;
 mod position;
 pub mod source;
 mod txn;
-mod values;
+pub(crate) mod values;
 
 pub use columns::{choose_unique_key, InfoColumn, SchemaCache, INFO_COLUMNS_SQL, UNIQUE_KEYS_SQL};
 pub use decode::{Decoded, Decoder, QueryKind};
