@@ -302,27 +302,28 @@ def backlog(title, runs):
     t0 = time.time()
     sql(N, f"START SLAVE SQL_THREAD; SELECT MASTER_POS_WAIT('{f}', {p}, 900)")
     res["native"] = time.time() - t0
-    cpus["native"] = (cpu(NPID) - c0, 0.0, busiest(th0, threads(NPID)))
+    cpus["native"] = (cpu(NPID) - c0, 0.0, busiest(th0, threads(NPID)), 0.0)
     perf_stop(h)
     for c, a, lock, dbpid, rpid in zip(CHANNELS, CADMIN, locks, CPIDS, RPIDS):
-        c0, r0, th0 = cpu(dbpid), cpu(rpid), threads(dbpid)
+        c0, r0, th0, rt0 = cpu(dbpid), cpu(rpid), threads(dbpid), threads(rpid)
         h = perf_start([dbpid, rpid], f"carbide{c}")
         t0 = time.time()
         lock.run("UNLOCK TABLES; SELECT 'unlocked'")
         wait_until("carbide catch-up", lambda: status(a)["appliedLastSeqno"] >= target, every=0.01)
         res[f"carbide {c}ch"] = time.time() - t0
-        cpus[f"carbide {c}ch"] = (cpu(dbpid) - c0, cpu(rpid) - r0, busiest(th0, threads(dbpid)))
+        cpus[f"carbide {c}ch"] = (cpu(dbpid) - c0, cpu(rpid) - r0, busiest(th0, threads(dbpid)),
+                                  busiest(rt0, threads(rpid)))
         perf_stop(h)
         lock.close()
         st = status(a)
         if st["state"] != "ONLINE": sys.exit(f"carbide {c}ch: {st['state']} {st['pendingError']}")
     base = n / res["native"]
     print(f"  {'replica':<14} {'seconds':>8} {'tx/s':>8} {'vs native':>9}   cpu s: {'mariadbd':>8} "
-          f"{'(busiest thread)':>16} {'replicator':>10}")
+          f"{'(busiest thread)':>16} {'replicator':>10} {'(busiest)':>9}")
     for k, secs in res.items():
         r = n / secs
         print(f"  {k:<14} {secs:8.2f} {r:8.0f} {r / base:8.2f}x {cpus[k][0]:16.1f} {cpus[k][2]:16.1f} "
-              f"{cpus[k][1]:10.1f}")
+              f"{cpus[k][1]:10.1f} {cpus[k][3]:9.1f}")
     return {k: n / secs for k, secs in res.items()}
 
 def rounds(title, runs):

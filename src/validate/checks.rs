@@ -221,6 +221,21 @@ pub fn evaluate(config: &Config, facts: &Facts) -> Vec<Check> {
                 )),
             );
         }
+        let replay = s
+            .global_privileges
+            .iter()
+            .any(|p| matches!(p.as_str(), "ALL PRIVILEGES" | "SUPER" | "BINLOG REPLAY"));
+        if !replay {
+            push(
+                Level::Warn,
+                "row-events",
+                format!(
+                    "'{user}' lacks BINLOG REPLAY (or SUPER): a replica's applier falls back \
+                     to applying rows as SQL, which is slower"
+                ),
+                Some(format!("GRANT BINLOG REPLAY ON *.* TO '{user}'@'<host>'")),
+            );
+        }
         offsets.push((member.as_str(), s.clock_offset_ms));
     }
     for (id, members) in &ids {

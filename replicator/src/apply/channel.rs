@@ -89,12 +89,11 @@ pub fn format_description_sql(server_id: u32) -> String {
 fn tx_events(tx: &ThlEvent, server_id: u32) -> Result<TxSql, rowevents::Unsupported> {
     let when = (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32;
     let mut raw = Vec::with_capacity(estimate(tx));
-    let mut ends = Vec::new();
-    for c in &tx.changes {
-        if let Change::Rows(r) = c {
-            ends.extend(rowevents::append_change(&mut raw, r, server_id, when)?);
-        }
-    }
+    let rows = tx.changes.iter().filter_map(|c| match c {
+        Change::Rows(r) => Some(r),
+        _ => None,
+    });
+    let ends = rowevents::append_changes(&mut raw, rows, server_id, when)?;
     let mut out = TxSql {
         events: true,
         ..TxSql::default()

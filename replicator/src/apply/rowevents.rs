@@ -10,14 +10,16 @@
 //! per session; the statements need the `BINLOG REPLAY` privilege (or
 //! `SUPER`).
 //!
-//! A change enters [`append_change`] and leaves as one or more groups, each
-//! a TABLE_MAP event followed by one rows event flagged `STMT_END_F`, so a
-//! `BINLOG` statement may end after any group. Layouts written here
+//! A transaction's changes enter [`append_changes`] and leave as one or
+//! more groups, each the TABLE_MAP events of its tables followed by their
+//! rows events, the last flagged `STMT_END_F` (as a primary logs one
+//! statement touching several tables), so a `BINLOG` statement may end
+//! after any group. Layouts written here
 //! (all integers little-endian unless noted):
 //! - common header, 19 bytes: timestamp u32, type u8, server_id u32,
 //!   event size u32, log position u32 (0), flags u16 (0); every event ends
 //!   with a CRC32 of its bytes (the format description announces CRC32).
-//! - TABLE_MAP (19): table id u48, flags u16 (1), schema and table as
+//! - TABLE_MAP (19): table id u48 (1, 2, … within a group), flags u16 (1), schema and table as
 //!   length byte + name + NUL, column count (length-encoded), one type byte
 //!   per column, metadata (length-encoded size, then per column 0–2
 //!   bytes), nullability bitmap.
@@ -43,8 +45,6 @@ const DELETE_ROWS_V1: u8 = 25;
 const HEADER: usize = 19;
 const CRC: usize = 4;
 const STMT_END_F: u16 = 1;
-/// The table id every group uses (a group's table map ends with it).
-const TABLE_ID: u64 = 1;
 /// A rows event is closed after about this many bytes of rows (so a
 /// large change becomes several groups).
 pub const ROWS_EVENT_BYTES: usize = 256 << 10;
@@ -348,106 +348,192 @@ fn bitmap(out: &mut Vec<u8>, n: usize, set: impl Iterator<Item = usize>) {
     }
 }
 
-/// Appends the events applying `rc`: one or more groups of TABLE_MAP +
-/// rows event (see the module doc). Returns the offsets in `out` where each
-/// group ends. On error `out` is left as it was.
+/// A group is closed after about this many bytes (so it fits one chunk of
+/// a `BINLOG` statement).
+pub const GROUP_BYTES: usize = 768 << 10;
+
+/// Appends the events applying `rc` (see [`append_changes`]).
 pub fn append_change(
     out: &mut Vec<u8>,
     rc: &RowsChange,
     server_id: u32,
     when: u32,
 ) -> Result<Vec<usize>, Unsupported> {
-    let start = out.len();
-    let r = append_groups(out, rc, server_id, when);
-    if r.is_err() {
-        out.truncate(start);
-    }
-    r
+    append_changes(out, [rc], server_id, when)
 }
 
-fn append_groups(
+/// Appends the events applying `changes` in order: groups of TABLE_MAP
+/// events (one per table of the group) followed by the rows events, the
+/// last flagged `STMT_END_F` — what a primary writes for one statement
+/// touching several tables, so the server opens and locks the tables once
+/// per group instead of once per change. A group closes after about
+/// [`GROUP_BYTES`]; a rows event after about [`ROWS_EVENT_BYTES`]. Returns
+/// the offsets in `out` where each group ends. On error `out` is left as
+/// it was.
+pub fn append_changes<'a>(
     out: &mut Vec<u8>,
-    rc: &RowsChange,
+    changes: impl IntoIterator<Item = &'a RowsChange>,
     server_id: u32,
     when: u32,
 ) -> Result<Vec<usize>, Unsupported> {
-    let table = table_of(rc)?;
-    let n = table.len();
-    let mut tmap = Vec::with_capacity(64 + 3 * n);
-    tmap.extend_from_slice(&TABLE_ID.to_le_bytes()[..6]);
-    tmap.extend_from_slice(&1u16.to_le_bytes());
-    name(&mut tmap, &rc.schema)?;
-    name(&mut tmap, &rc.table)?;
-    lenenc(&mut tmap, n as u64);
-    let mut meta = Vec::with_capacity(2 * n);
-    for c in &table {
-        c.kind.table_map(&mut tmap, &mut meta);
-    }
-    lenenc(&mut tmap, meta.len() as u64);
-    tmap.extend_from_slice(&meta);
-    bitmap(
-        &mut tmap,
-        n,
-        table
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.spec.nullable)
-            .map(|(i, _)| i),
-    );
-
-    let pos =
-        |list: &[ColumnSpec]| -> Vec<usize> { list.iter().map(|c| c.index as usize - 1).collect() };
-    let (ty, before, after) = match rc.action {
-        RowAction::Insert => (WRITE_ROWS_V1, None, Some(pos(&rc.columns))),
-        RowAction::Update => (UPDATE_ROWS_V1, Some(pos(&rc.keys)), Some(pos(&rc.columns))),
-        RowAction::Delete => (DELETE_ROWS_V1, Some(pos(&rc.keys)), None),
+    let start = out.len();
+    let mut g = Groups {
+        out,
+        server_id,
+        when,
+        tables: Vec::new(),
+        tmaps: Vec::new(),
+        events: Vec::new(),
+        bytes: 0,
+        ends: Vec::new(),
     };
-    let mut head = Vec::with_capacity(16 + n / 4);
-    head.extend_from_slice(&TABLE_ID.to_le_bytes()[..6]);
-    head.extend_from_slice(&0u16.to_le_bytes()); // flags, patched per event
-    lenenc(&mut head, n as u64);
-    for cols in [&before, &after].into_iter().flatten() {
-        bitmap(&mut head, n, cols.iter().copied());
+    let r = changes.into_iter().try_for_each(|rc| g.change(rc));
+    match r {
+        Ok(()) => {
+            g.close();
+            Ok(g.ends)
+        }
+        Err(e) => {
+            g.out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// The group being built.
+struct Groups<'o> {
+    out: &'o mut Vec<u8>,
+    server_id: u32,
+    when: u32,
+    /// Table map bodies (without their table id) of the group's tables;
+    /// a table's id is its position + 1.
+    tables: Vec<Vec<u8>>,
+    /// The group's TABLE_MAP events, written.
+    tmaps: Vec<u8>,
+    /// The group's rows events: type and body (flags patched at close).
+    events: Vec<(u8, Vec<u8>)>,
+    bytes: usize,
+    ends: Vec<usize>,
+}
+
+impl Groups<'_> {
+    /// The group's id for a table map body, adding its TABLE_MAP event.
+    fn table_id(&mut self, body: &[u8]) -> u64 {
+        if let Some(i) = self.tables.iter().position(|t| t == body) {
+            return i as u64 + 1;
+        }
+        self.tables.push(body.to_vec());
+        let id = self.tables.len() as u64;
+        event(&mut self.tmaps, TABLE_MAP, self.server_id, self.when, |b| {
+            b.extend_from_slice(&id.to_le_bytes()[..6]);
+            b.extend_from_slice(body);
+        });
+        self.bytes += body.len() + HEADER + 6 + CRC;
+        id
     }
 
-    let mut ends = Vec::new();
-    let mut rows = Vec::with_capacity(ROWS_EVENT_BYTES.min(1 << 16));
-    let flush = |out: &mut Vec<u8>, rows: &mut Vec<u8>, ends: &mut Vec<usize>| {
-        event(out, TABLE_MAP, server_id, when, |b| {
-            b.extend_from_slice(&tmap)
-        });
-        event(out, ty, server_id, when, |b| {
-            let at = b.len();
-            b.extend_from_slice(&head);
-            b[at + 6..at + 8].copy_from_slice(&STMT_END_F.to_le_bytes());
-            b.extend_from_slice(rows);
-        });
-        rows.clear();
-        ends.push(out.len());
-    };
-    for (k, row) in rc.rows.iter().enumerate() {
-        if let Some(cols) = &before {
-            let v = row
-                .before
-                .as_deref()
-                .ok_or_else(|| Unsupported(format!("row {k} has no before image")))?;
-            append_image(&mut rows, &table, cols, v)?;
+    fn close(&mut self) {
+        if self.events.is_empty() {
+            return;
         }
-        if let Some(cols) = &after {
-            let v = row
-                .after
-                .as_deref()
-                .ok_or_else(|| Unsupported(format!("row {k} has no after image")))?;
-            append_image(&mut rows, &table, cols, v)?;
+        self.out.extend_from_slice(&self.tmaps);
+        let last = self.events.len() - 1;
+        for (k, (ty, mut body)) in std::mem::take(&mut self.events).into_iter().enumerate() {
+            if k == last {
+                body[6..8].copy_from_slice(&STMT_END_F.to_le_bytes());
+            }
+            event(self.out, ty, self.server_id, self.when, |b| {
+                b.extend_from_slice(&body)
+            });
         }
-        if rows.len() >= ROWS_EVENT_BYTES {
-            flush(out, &mut rows, &mut ends);
-        }
+        self.ends.push(self.out.len());
+        self.tables.clear();
+        self.tmaps.clear();
+        self.bytes = 0;
     }
-    if !rows.is_empty() || ends.is_empty() {
-        flush(out, &mut rows, &mut ends);
+
+    fn change(&mut self, rc: &RowsChange) -> Result<(), Unsupported> {
+        if rc.rows.is_empty() {
+            return Ok(());
+        }
+        let table = table_of(rc)?;
+        let n = table.len();
+        // the table map after its table id
+        let mut tmap = Vec::with_capacity(64 + 3 * n);
+        tmap.extend_from_slice(&1u16.to_le_bytes());
+        name(&mut tmap, &rc.schema)?;
+        name(&mut tmap, &rc.table)?;
+        lenenc(&mut tmap, n as u64);
+        let mut meta = Vec::with_capacity(2 * n);
+        for c in &table {
+            c.kind.table_map(&mut tmap, &mut meta);
+        }
+        lenenc(&mut tmap, meta.len() as u64);
+        tmap.extend_from_slice(&meta);
+        bitmap(
+            &mut tmap,
+            n,
+            table
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.spec.nullable)
+                .map(|(i, _)| i),
+        );
+        let pos = |list: &[ColumnSpec]| -> Vec<usize> {
+            list.iter().map(|c| c.index as usize - 1).collect()
+        };
+        let (ty, before, after) = match rc.action {
+            RowAction::Insert => (WRITE_ROWS_V1, None, Some(pos(&rc.columns))),
+            RowAction::Update => (UPDATE_ROWS_V1, Some(pos(&rc.keys)), Some(pos(&rc.columns))),
+            RowAction::Delete => (DELETE_ROWS_V1, Some(pos(&rc.keys)), None),
+        };
+        // the rows event's body up to its rows, for a table id
+        let head = |id: u64| {
+            let mut h = Vec::with_capacity(16 + n / 4);
+            h.extend_from_slice(&id.to_le_bytes()[..6]);
+            h.extend_from_slice(&0u16.to_le_bytes());
+            lenenc(&mut h, n as u64);
+            for cols in [&before, &after].into_iter().flatten() {
+                bitmap(&mut h, n, cols.iter().copied());
+            }
+            h
+        };
+        let mut body = Vec::new();
+        for (k, row) in rc.rows.iter().enumerate() {
+            if body.is_empty() {
+                body = head(self.table_id(&tmap));
+            }
+            if let Some(cols) = &before {
+                let v = row
+                    .before
+                    .as_deref()
+                    .ok_or_else(|| Unsupported(format!("row {k} has no before image")))?;
+                append_image(&mut body, &table, cols, v)?;
+            }
+            if let Some(cols) = &after {
+                let v = row
+                    .after
+                    .as_deref()
+                    .ok_or_else(|| Unsupported(format!("row {k} has no after image")))?;
+                append_image(&mut body, &table, cols, v)?;
+            }
+            if body.len() >= ROWS_EVENT_BYTES {
+                self.bytes += body.len();
+                self.events.push((ty, std::mem::take(&mut body)));
+                if self.bytes >= GROUP_BYTES {
+                    self.close();
+                }
+            }
+        }
+        if !body.is_empty() {
+            self.bytes += body.len();
+            self.events.push((ty, body));
+        }
+        if self.bytes >= GROUP_BYTES {
+            self.close();
+        }
+        Ok(())
     }
-    Ok(ends)
 }
 
 /// One row image: NULL bitmap over `cols`, then the non-NULL values.
@@ -696,7 +782,7 @@ mod tests {
         let mut all = format_description(7);
         all.extend_from_slice(bytes);
         let mut rest = &all[..];
-        let mut tme: Option<TableMapEvent<'static>> = None;
+        let mut tme: std::collections::HashMap<u64, TableMapEvent<'static>> = Default::default();
         let mut out = Vec::new();
         while !rest.is_empty() {
             let size = u32::from_le_bytes([rest[9], rest[10], rest[11], rest[12]]) as usize;
@@ -709,13 +795,13 @@ mod tests {
                 EventType::FORMAT_DESCRIPTION_EVENT => {}
                 EventType::TABLE_MAP_EVENT => {
                     let t = ev.read_event::<TableMapEvent>().expect("table map");
-                    tme = Some(t.into_owned());
+                    tme.insert(t.table_id(), t.into_owned());
                 }
                 _ => {
                     let Some(EventData::RowsEvent(rows)) = ev.read_data().expect("rows") else {
                         panic!("not a rows event");
                     };
-                    let t = tme.as_ref().expect("table map first");
+                    let t = tme.get(&rows.table_id()).expect("table map first");
                     let n = t.columns_count() as usize;
                     assert_eq!(n, specs.len());
                     let bi = rows.columns_before_image().map(|b| {
@@ -945,7 +1031,7 @@ mod tests {
     #[test]
     fn large_changes_become_several_groups() {
         let specs = vec![spec(1, "id", 3, 0, 0), spec(2, "b", 252, 3, 0)];
-        let rows: Vec<RowChange> = (0..40)
+        let rows: Vec<RowChange> = (0..80)
             .map(|i| RowChange {
                 before: None,
                 after: Some(vec![Value::Int(i), Value::bytes(vec![b'x'; 20_000])]),
@@ -961,10 +1047,72 @@ mod tests {
         };
         let mut out = Vec::new();
         let ends = append_change(&mut out, &rc, 7, 0).expect("encodes");
-        // 14 rows of ~20 kB pass ROWS_EVENT_BYTES: groups of 14, 14 and 12
-        assert_eq!(ends.len(), 3, "{ends:?}");
+        // rows events of 14 rows of ~20 kB (ROWS_EVENT_BYTES), groups of 3
+        // of them (GROUP_BYTES): 42 rows, then 38
+        assert_eq!(ends.len(), 2, "{ends:?}");
         assert_eq!(ends.last(), Some(&out.len()));
-        assert_eq!(decode(&out, &specs).len(), 40);
+        assert_eq!(decode(&out, &specs).len(), 80);
+    }
+
+    #[test]
+    fn a_transaction_is_one_group_with_a_table_map_per_table() {
+        let specs = vec![spec(1, "id", 3, 0, 0), spec(2, "v", 3, 0, 0)];
+        let change = |table: &str, action, id: i64| RowsChange {
+            schema: "s".into(),
+            table: table.into(),
+            action,
+            columns: if action == RowAction::Delete {
+                Vec::new()
+            } else {
+                specs.clone()
+            },
+            keys: if action == RowAction::Insert {
+                Vec::new()
+            } else {
+                specs.clone()
+            },
+            rows: vec![RowChange {
+                before: (action != RowAction::Insert).then(|| vec![Value::Int(id), Value::Int(0)]),
+                after: (action != RowAction::Delete).then(|| vec![Value::Int(id), Value::Int(1)]),
+            }],
+        };
+        let tx = [
+            change("a", RowAction::Update, 1),
+            change("b", RowAction::Delete, 2),
+            change("a", RowAction::Insert, 3),
+            change("b", RowAction::Insert, 4),
+        ];
+        let mut out = Vec::new();
+        let ends = append_changes(&mut out, &tx, 7, 0).expect("encodes");
+        assert_eq!(ends, vec![out.len()], "one group");
+        // two table maps, then four rows events; only the last ends the statement
+        let mut types = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let size = u32::from_le_bytes([rest[9], rest[10], rest[11], rest[12]]) as usize;
+            let flags = if rest[4] == TABLE_MAP {
+                None
+            } else {
+                Some(u16::from_le_bytes([rest[25], rest[26]]))
+            };
+            types.push((rest[4], flags));
+            rest = &rest[size..];
+        }
+        assert_eq!(
+            types,
+            vec![
+                (TABLE_MAP, None),
+                (TABLE_MAP, None),
+                (UPDATE_ROWS_V1, Some(0)),
+                (DELETE_ROWS_V1, Some(0)),
+                (WRITE_ROWS_V1, Some(0)),
+                (WRITE_ROWS_V1, Some(STMT_END_F)),
+            ]
+        );
+        let got = decode(&out, &specs);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[1], (Some(vec![Value::Int(2), Value::Int(0)]), None));
+        assert_eq!(got[3], (None, Some(vec![Value::Int(4), Value::Int(1)])));
     }
 
     #[test]
