@@ -9,6 +9,12 @@
 //! of the first config. SIGTERM/SIGINT take every
 //! service offline at a transaction boundary, then exit.
 
+/// mimalloc instead of glibc malloc: the applier's dispatcher allocates and
+/// frees every row value it decodes from the THL and every event it
+/// encodes; under glibc that was about 40% of its CPU (perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use carbide_replicator::admin::{router, AppState};
 use carbide_replicator::daemon::{Service, ServiceSpec, State};
 use carbide_replicator::extract::{ExtractorConfig, SourceOpts, StartPosition};
