@@ -21,6 +21,15 @@
 //! failure stops every channel with an error naming the seqno, the
 //! statement and the server's error; nothing is skipped.
 //!
+//! Row changes are applied as binlog row events (`rowevents.rs`, sent in
+//! `BINLOG '…'` statements: the server applies them with its replication
+//! code, matching columns by position and rows by primary key, else
+//! unique key, else the whole before image, exactly as native replication
+//! does; a row it cannot find is an error) when the database accepts them
+//! (`BINLOG REPLAY` or `SUPER`; [`RowApply`], probed at start), else as SQL
+//! text (`sql.rs`: columns by name). A change with no exact row-event form
+//! is applied as SQL either way.
+//!
 //! Changing the channel count across restarts: when every stored row
 //! holds the same seqno (always so after a clean stop), the rows are just
 //! re-made; otherwise the applier first catches up with the stored count
