@@ -136,6 +136,7 @@ async fn each_misconfiguration_is_reported_with_its_fix() {
         ("db2", "binlog_row_image", "ERROR db2      binlog_row_image     MINIMAL -- fix: set binlog_row_image=FULL"),
         ("db1,db2", "server_id", "ERROR db1,db2  server_id            4242 is used by db1 and db2"),
         ("db3", "grants", "ERROR db3      grants               'tungsten' lacks REPLICATION SLAVE, SUPER or READ_ONLY ADMIN on *.* -- fix: GRANT ALL PRIVILEGES"),
+        ("db3", "row-events", "WARN  db3      row-events           'tungsten' lacks BINLOG REPLAY (or SUPER): a replica's applier falls back to applying rows as SQL"),
         ("db4", "connect", &format!("ERROR db4      connect              cannot connect to 127.0.0.1:{down} as 'tungsten'")),
         ("local", "port", &format!("ERROR local    port                 connector.rw-listen 127.0.0.1:{busy_port}: already in use")),
         ("db1", "thl_dir", "ERROR db1      thl_dir"),
@@ -149,6 +150,7 @@ async fn each_misconfiguration_is_reported_with_its_fix() {
     }
     assert!(line(&text, "db3", "binlog_format").starts_with("OK"));
     assert!(line(&text, "db1", "grants").starts_with("OK"));
+    assert!(line(&text, "db1", "row-events").starts_with("OK"));
     drop(busy);
 }
 

@@ -225,7 +225,14 @@ pub fn evaluate(config: &Config, facts: &Facts) -> Vec<Check> {
             .global_privileges
             .iter()
             .any(|p| matches!(p.as_str(), "ALL PRIVILEGES" | "SUPER" | "BINLOG REPLAY"));
-        if !replay {
+        if replay {
+            push(
+                Level::Ok,
+                "row-events",
+                format!("'{user}' may apply row events (BINLOG REPLAY)"),
+                None,
+            );
+        } else {
             push(
                 Level::Warn,
                 "row-events",
