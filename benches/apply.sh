@@ -8,6 +8,7 @@
 #   BENCH_TIME=60 THREADS=16 benches/apply.sh
 #   CHANNELS="1 4" RATE=300 LAT_TIME=20 SKIP_SINGLE=0 SKIP_MULTI=0 SKIP_LATENCY=0 benches/apply.sh
 #   REPLICA_EXTRA="--binlog-cache-size=4M" benches/apply.sh   # more options, every replica
+#   ROW_APPLY=sql benches/apply.sh            # carbide replicas apply rows as SQL (default: auto)
 #   PERF=1 [PERF_DIR=/tmp/keep] benches/apply.sh   # perf record -g each catch-up, print the top symbols
 #
 # One primary (binlog ROW, FULL image, FULL metadata) and, of that primary,
@@ -131,7 +132,7 @@ PIDS+=($!)
 wait_online "$MADMIN"
 i=0; RPIDS=()
 for c in $CHANNELS; do
-  "$REPL" --config "$W/carbide.toml" --member "r$i" --channels "$c" 2>"$W/r$i.log" &
+  "$REPL" --config "$W/carbide.toml" --member "r$i" --channels "$c" --row-apply "${ROW_APPLY:-auto}" 2>"$W/r$i.log" &
   PIDS+=($!); RPIDS+=($!)
   i=$((i + 1))
 done
