@@ -85,9 +85,15 @@ pub fn format_description_sql(server_id: u32) -> String {
     s
 }
 
+/// A transaction's source commit time in whole seconds, for its events'
+/// headers (the server sets the session's time from them).
+fn event_time(tx: &ThlEvent) -> u32 {
+    (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32
+}
+
 /// A transaction's row changes as row events, or why not.
 fn tx_events(tx: &ThlEvent, server_id: u32) -> Result<TxSql, rowevents::Unsupported> {
-    let when = (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32;
+    let when = event_time(tx);
     let mut raw = Vec::with_capacity(estimate(tx));
     let rows = tx.changes.iter().filter_map(|c| match c {
         Change::Rows(r) => Some(r),
@@ -474,7 +480,7 @@ impl Channel<'_> {
         server_id: u32,
     ) -> Result<(), ApplyError> {
         let mut raw = Vec::new();
-        let when = (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32;
+        let when = event_time(tx);
         let ends = rowevents::append_change(&mut raw, r, server_id, when)
             .map_err(|why| Self::sql_err(tx, sql::SqlError(format!("row events: {why}"))))?;
         let mut text = String::new();
