@@ -540,3 +540,52 @@ async fn unique_not_null_key_case(as_sql: bool) {
     );
     assert_eq!(status(ps)["state"], "ONLINE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_binlog_replay_the_applier_refuses_events_or_falls_back_to_sql() {
+    let (master, replica, dir, cfg, ports) = start_pair().await;
+    // a user with everything but SUPER and BINLOG REPLAY (it keeps
+    // READ_ONLY ADMIN, so it may write to the read-only replica)
+    for db in [&master, &replica] {
+        db.sql(
+            "CREATE USER limited@'%'; GRANT ALL PRIVILEGES ON *.* TO limited@'%'; \
+             REVOKE SUPER, BINLOG REPLAY ON *.* FROM limited@'%'",
+        )
+        .await;
+    }
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("user = \"root\"", "user = \"limited\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (pm, ps) = ports.admin;
+    let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
+    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    let log2 = dir.path().join("db2.log");
+    let mut d2 = Replicator::start(&cfg, "db2", ps, &log2, &["--row-apply", "events"]);
+    let st = wait_status(ps, 30, "slave OFFLINE:ERROR", |st| {
+        st["state"] == "OFFLINE:ERROR"
+    })
+    .await;
+    let err = st["pendingError"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains("--row-apply events") && err.contains("BINLOG REPLAY"),
+        "names the flag and the grant: {err}"
+    );
+    d2.kill9();
+    drop(d2);
+    let d2 = Replicator::start(&cfg, "db2", ps, &log2, &[]);
+    wait_status(ps, 30, "slave ONLINE", |st| st["state"] == "ONLINE").await;
+    master
+        .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT); INSERT INTO app.t VALUES (1, 1)")
+        .await;
+    wait_extracted(&master, pm).await;
+    wait_applied(pm, ps).await;
+    let rows: Vec<(i64, i64)> = replica.query("SELECT id, v FROM app.t").await;
+    assert_eq!(rows, vec![(1, 1)]);
+    let log = d2.log_text();
+    assert!(
+        log.contains("refuses row events (BINLOG); applying rows as SQL"),
+        "{log}"
+    );
+    assert!(log.contains("applying row changes as SQL"), "{log}");
+}
