@@ -114,26 +114,36 @@ pub fn compose<'a>(
     out
 }
 
-/// The queries applying a block holding row events (`TxSql::events`)
-/// and maybe SQL, then `tail`, then committing.
+/// One step of applying a block that holds row events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Run this (multi-statement) query.
+    Sql(String),
+    /// Apply these base64 chunks of row events (the channel passes them as
+    /// a statement parameter, then runs `BINLOG` on it).
+    Events(String),
+}
+
+/// The steps applying a block holding row events (`TxSql::events`) and
+/// maybe SQL, then `tail`, then committing: `START TRANSACTION` (with any
+/// SQL before the first events), the events of consecutive transactions
+/// together (MariaDB decodes several padded base64 chunks in turn) cut at
+/// chunk boundaries (`breaks`) after about `max` bytes, SQL between them,
+/// and `tail;COMMIT`.
 ///
-/// The row events of consecutive transactions go into one `BINLOG '…'`
-/// statement: MariaDB decodes a literal made of several padded base64
-/// chunks chunk by chunk. A `BINLOG` statement must end its query: the
-/// server's answer to it does not say that more results follow, so a
-/// statement after it in the same query would leave the connection out of
-/// sync. Hence at least two queries: `START TRANSACTION;[sql;]BINLOG '…'`
-/// and `tail;COMMIT`; long blocks cut at chunk boundaries (`breaks`)
-/// after about `max` bytes.
+/// The events go through a user variable (`SET @v = ?` as a prepared
+/// statement, then `BINLOG @v, @w`) rather than a literal, which spares the
+/// server lexing them; and `BINLOG` is never followed by another statement
+/// in its query: the server's answer to it does not say that more results
+/// follow, which would leave the connection out of sync.
 pub fn compose_events<'a>(
     block: impl IntoIterator<Item = &'a TxSql>,
     tail: &str,
     max: usize,
-) -> Vec<String> {
+) -> Vec<Step> {
     let mut out = Vec::new();
-    let mut cur = String::with_capacity(max.min(1 << 20));
-    cur.push_str("START TRANSACTION");
-    let mut in_binlog = false;
+    let mut sql = String::from("START TRANSACTION");
+    let mut ev = String::new();
     for t in block {
         let ends = t.breaks.iter().copied().chain([t.text.len()]);
         let mut from = 0;
@@ -144,42 +154,33 @@ pub fn compose_events<'a>(
                 continue;
             }
             if t.events {
-                if !in_binlog {
-                    cur.push_str(if cur.is_empty() {
-                        "BINLOG '"
-                    } else {
-                        ";BINLOG '"
-                    });
-                    in_binlog = true;
+                if !sql.is_empty() {
+                    out.push(Step::Sql(std::mem::take(&mut sql)));
                 }
-                cur.push_str(piece);
+                ev.push_str(piece);
+                if ev.len() >= max {
+                    out.push(Step::Events(std::mem::take(&mut ev)));
+                }
             } else {
-                if in_binlog {
-                    cur.push('\'');
-                    out.push(std::mem::take(&mut cur));
-                    in_binlog = false;
+                if !ev.is_empty() {
+                    out.push(Step::Events(std::mem::take(&mut ev)));
                 }
-                cur.push_str(if cur.is_empty() { &piece[1..] } else { piece });
-            }
-            if cur.len() >= max {
-                if in_binlog {
-                    cur.push('\'');
-                    in_binlog = false;
+                sql.push_str(if sql.is_empty() { &piece[1..] } else { piece });
+                if sql.len() >= max {
+                    out.push(Step::Sql(std::mem::take(&mut sql)));
                 }
-                out.push(std::mem::take(&mut cur));
             }
         }
     }
-    if in_binlog {
-        cur.push('\'');
-        out.push(std::mem::take(&mut cur));
+    if !ev.is_empty() {
+        out.push(Step::Events(ev));
     }
-    if !cur.is_empty() {
-        cur.push(';');
+    if !sql.is_empty() {
+        sql.push(';');
     }
-    cur.push_str(tail);
-    cur.push_str(";COMMIT");
-    out.push(cur);
+    sql.push_str(tail);
+    sql.push_str(";COMMIT");
+    out.push(Step::Sql(sql));
     out
 }
 
@@ -284,30 +285,42 @@ mod tests {
     }
 
     #[test]
-    fn row_events_share_one_binlog_statement_that_ends_its_query() {
+    fn row_events_of_a_block_go_together_between_sql_steps() {
+        use Step::{Events as E, Sql as S};
         let b = [ev(&["AA==", "BB=="]), ev(&["CC=="])];
         assert_eq!(
             compose_events(&b, "R", 1 << 20),
-            vec!["START TRANSACTION;BINLOG 'AA==BB==CC=='", "R;COMMIT"]
+            vec![
+                S("START TRANSACTION".into()),
+                E("AA==BB==CC==".into()),
+                S("R;COMMIT".into())
+            ]
         );
-        // SQL between events ends the BINLOG statement's query
+        // SQL between events is a step of its own
         let b = [ev(&["AA=="]), tx(&["UPDATE t SET a = 1"]), ev(&["CC=="])];
         assert_eq!(
             compose_events(&b, "R", 1 << 20),
             vec![
-                "START TRANSACTION;BINLOG 'AA=='",
-                "UPDATE t SET a = 1;BINLOG 'CC=='",
-                "R;COMMIT"
+                S("START TRANSACTION".into()),
+                E("AA==".into()),
+                S("UPDATE t SET a = 1".into()),
+                E("CC==".into()),
+                S("R;COMMIT".into())
             ]
         );
-        // long blocks cut at chunk boundaries
-        let b = [ev(&["AAAAAAAA", "BBBBBBBB"]), ev(&["CCCC"])];
+        // SQL first joins START TRANSACTION; long events cut at chunk boundaries
+        let b = [
+            tx(&["DELETE FROM t"]),
+            ev(&["AAAAAAAA", "BBBBBBBB"]),
+            ev(&["CCCC"]),
+        ];
         assert_eq!(
-            compose_events(&b, "R", 20),
+            compose_events(&b, "R", 10),
             vec![
-                "START TRANSACTION;BINLOG 'AAAAAAAA'",
-                "BINLOG 'BBBBBBBBCCCC'",
-                "R;COMMIT"
+                S("START TRANSACTION;DELETE FROM t".into()),
+                E("AAAAAAAABBBBBBBB".into()),
+                E("CCCC".into()),
+                S("R;COMMIT".into())
             ]
         );
     }

@@ -243,7 +243,7 @@ pub fn run(
         if let Some(id) = cfg.event_server_id {
             // the annotation would repeat each BINLOG statement's text in
             // the replica's binlog
-            conn.query_drop("SET SESSION binlog_annotate_row_events = 0")
+            conn.query_drop("SET SESSION binlog_annotate_row_events = 0, @carbide_no_rows = ''")
                 .await
                 .map_err(|e| e.to_string())?;
             conn.query_drop(format_description_sql(id))
@@ -266,6 +266,7 @@ pub fn run(
         id,
         conn,
         schema: service_schema(&cfg.service),
+        set_rows: None,
     };
     let max = cfg.block_commit.max(1);
     let (mut blocks, mut transactions, mut as_events) = (0u64, 0u64, 0u64);
@@ -353,7 +354,13 @@ struct Channel<'a> {
     id: usize,
     conn: Conn,
     schema: String,
+    /// `SET @carbide_rows = ?`, prepared on first use.
+    set_rows: Option<mysql_async::Statement>,
 }
+
+/// Applies the events in `@carbide_rows` (the syntax takes two variables,
+/// concatenated; the second, `@carbide_no_rows`, is set empty at connect).
+const BINLOG_ROWS: &str = "BINLOG @carbide_rows, @carbide_no_rows";
 
 impl Channel<'_> {
     fn db_err(&self, e: impl std::fmt::Display) -> ApplyError {
@@ -408,17 +415,39 @@ impl Channel<'_> {
         let tail = update_row_sql(&self.schema, self.id, &Mark::of(last));
         // BINLOG statements cost the server more inside a compound
         // statement (it keeps a copy of their text): plain queries instead
-        let queries = if block.iter().any(|p| p.events) {
-            batch::compose_events(parts, &tail, BATCH_BYTES)
-        } else {
-            batch::compose(parts, &tail, BATCH_BYTES)
-        };
-        for q in queries {
-            if let Err(e) = self.conn.query_drop(q.as_str()).await {
+        if !block.iter().any(|p| p.events) {
+            for q in batch::compose(parts, &tail, BATCH_BYTES) {
+                if let Err(e) = self.conn.query_drop(q.as_str()).await {
+                    return Err(self.failed(e, last, "(batch)".into()));
+                }
+            }
+            return Ok(());
+        }
+        for step in batch::compose_events(parts, &tail, BATCH_BYTES) {
+            let r = match step {
+                batch::Step::Sql(q) => self.conn.query_drop(q.as_str()).await,
+                batch::Step::Events(b64) => self.events(b64).await,
+            };
+            if let Err(e) = r {
                 return Err(self.failed(e, last, "(batch)".into()));
             }
         }
         Ok(())
+    }
+
+    /// Applies base64 row events through the session's `@carbide_rows`
+    /// (set by a prepared statement: sent as a parameter, not lexed).
+    async fn events(&mut self, b64: String) -> Result<(), mysql_async::Error> {
+        let stmt = match &self.set_rows {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.conn.prep("SET @carbide_rows = ?").await?;
+                self.set_rows = Some(s.clone());
+                s
+            }
+        };
+        self.conn.exec_drop(&stmt, (b64,)).await?;
+        self.conn.query_drop(BINLOG_ROWS).await
     }
 
     /// The block statement by statement (names the failing one).
