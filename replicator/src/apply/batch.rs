@@ -1,4 +1,4 @@
-//! A block's prepared SQL → the queries that apply it (pure).
+//! A block's prepared SQL or row events → the queries that apply it (pure).
 //!
 //! Each transaction's row changes arrive as [`TxSql`]: `;`-prefixed
 //! statements built by `channel::Prepared`, with where its first and last
@@ -11,7 +11,9 @@
 //! `trep_commit_seqno` row and commits. An INSERT that directly follows an
 //! INSERT with the same prefix (the next transaction's first statement
 //! after the previous one's last) is merged into it as more rows: the
-//! same rows in the same order, one statement fewer.
+//! same rows in the same order, one statement fewer. A block holding row
+//! events (base64 chunks instead of statements) becomes [`Step`]s
+//! instead ([`compose_events`]).
 
 use std::ops::Range;
 

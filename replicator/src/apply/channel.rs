@@ -4,12 +4,14 @@
 //! [`Work`] enters through the channel's queue from the dispatcher
 //! (`dispatch.rs`), in seqno order: transactions, and checkpoints that move
 //! the row of an idle channel up to the low-water mark. Transactions come
-//! [`Prepared`]: their row changes already SQL, built on the dispatcher's
+//! [`Prepared`]: their row changes already row events or SQL, built on the dispatcher's
 //! thread while this one waits for the server. The channel applies what is
 //! queued in blocks of up to `block_commit` transactions:
 //! one database transaction holding the block's row changes and the row
-//! update for its last transaction, sent as one compound statement (one
-//! round trip, one answer; see `batch.rs`) when it holds no statement. A block that fails on a server
+//! update for its last transaction: as row events, `START TRANSACTION`,
+//! the events (`SET @carbide_rows = ?` prepared, then `BINLOG`), and the
+//! row update with `COMMIT`; as SQL, one compound statement (one round
+//! trip, one answer); see `batch.rs`. A block that fails on a server
 //! error is rolled back and replayed statement by statement to name the
 //! failing seqno and statement; transactions with statements (DDL) are
 //! applied alone, statement by statement. A [`Report`] leaves for every

@@ -6,9 +6,10 @@
 //! for it, and the server applies them through the same code path as its
 //! own replication SQL thread (`Rows_log_event::do_apply_event`: row lookup
 //! by primary key, no parser, no optimizer). The events travel base64
-//! encoded in `BINLOG '…'` statements, after one [`format_description`]
-//! per session; the statements need the `BINLOG REPLAY` privilege (or
-//! `SUPER`).
+//! encoded to `BINLOG` statements (through a user variable set by a
+//! prepared statement, or as a literal when a failed block is replayed
+//! change by change), after one [`format_description`] per session; they
+//! need the `BINLOG REPLAY` privilege (or `SUPER`).
 //!
 //! A transaction's changes enter [`append_changes`] and leave as one or
 //! more groups, each the TABLE_MAP events of its tables followed by their
