@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::replicator::{failed_seqno, status, trepctl_ok, wait_status, Replicator};
@@ -44,14 +43,6 @@ fn write_config(dir: &Path, master: &MariaDb, replica: &MariaDb) -> (PathBuf, Po
     let p = dir.join("carbide.toml");
     std::fs::write(&p, text).unwrap();
     (p, Ports { admin, thl })
-}
-
-async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
-    db.checksum_all_tables()
-        .await
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("tungsten_"))
-        .collect()
 }
 
 /// Waits until the slave has applied everything the master has stored.
@@ -162,8 +153,8 @@ async fn replica_applies_every_type_and_ddl_and_survives_kill9() {
     let last = wait_applied(pm, ps).await;
     assert!(last >= 10, "{last}");
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
     let st = status(ps);
     assert_eq!(st["state"], "ONLINE", "{st}");
@@ -220,8 +211,8 @@ async fn replica_applies_every_type_and_ddl_and_survives_kill9() {
         "counter applied exactly once per transaction"
     );
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
     drop(d1);
 }
@@ -343,7 +334,7 @@ async fn setrole_swaps_master_and_slave() {
         "{st2}"
     );
     wait_applied(p2, p1).await;
-    assert_eq!(user_checksums(&db1).await, user_checksums(&db2).await);
+    assert_eq!(db1.user_checksums().await, db2.user_checksums().await);
     let sum: Vec<i64> = db1.query("SELECT CAST(SUM(v) AS SIGNED) FROM app.t").await;
     assert_eq!(sum, vec![(0..40).sum::<i64>() + 40]);
     // setrole while online is refused
@@ -433,8 +424,8 @@ async fn replica_database_kill9_resumes_exactly_once() {
         "counter applied exactly once per transaction"
     );
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
     assert!(
         d2.log_text().contains("applier lost its database"),

@@ -8,11 +8,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use support::replicator::{bin, master_slave_config, status, trepctl_ok, wait_status, Replicator};
-use support::MariaDb;
+use support::replicator::{bin, master_slave_online, status, wait_status, MasterSlave, Replicator};
 
 fn dsctl(cfg: &Path, args: &[&str]) -> String {
     let out = Command::new(bin("dsctl"))
@@ -31,22 +29,17 @@ fn dsctl(cfg: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
-    db.checksum_all_tables()
-        .await
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("tungsten_"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dsctl_positions_a_replica_restored_from_a_dump() {
-    let master = MariaDb::start().await;
-    let replica = MariaDb::builder().arg("--read-only=ON").start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
-    let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
-    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    let MasterSlave {
+        master,
+        replica,
+        dir,
+        cfg,
+        pm,
+        ps,
+        d1: _d1,
+    } = master_slave_online().await;
     master
         .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
         .await;
@@ -125,8 +118,8 @@ async fn dsctl_positions_a_replica_restored_from_a_dump() {
     );
     assert_eq!(status(pm)["maximumStoredSeqNo"].as_i64().unwrap(), target);
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
     drop(_d2);
     dsctl(&cfg, &["reset"]);

@@ -6,17 +6,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use support::replicator::{status, trepctl_ok, wait_status, Replicator};
 use support::{free_port, MariaDb};
-
-async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
-    db.checksum_all_tables()
-        .await
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("tungsten_"))
-        .collect()
-}
 
 async fn wait_applied(from: u16, to: u16) -> i64 {
     let target = status(from)["maximumStoredSeqNo"].as_i64().unwrap();
@@ -82,9 +73,9 @@ async fn master_relay_slave_chain_stays_identical() {
     .await;
     wait_applied(admin[0], admin[1]).await;
     let last = wait_applied(admin[1], admin[2]).await;
-    let c1 = user_checksums(&db1).await;
-    assert_eq!(c1, user_checksums(&db2).await);
-    assert_eq!(c1, user_checksums(&db3).await);
+    let c1 = db1.user_checksums().await;
+    assert_eq!(c1, db2.user_checksums().await);
+    assert_eq!(c1, db3.user_checksums().await);
 
     // deferred offline on the end of the chain
     let stop_at = last + 5;
@@ -110,7 +101,7 @@ async fn master_relay_slave_chain_stays_identical() {
     .await;
     wait_applied(admin[0], admin[1]).await;
     wait_applied(admin[1], admin[2]).await;
-    let c1 = user_checksums(&db1).await;
-    assert_eq!(c1, user_checksums(&db2).await);
-    assert_eq!(c1, user_checksums(&db3).await);
+    let c1 = db1.user_checksums().await;
+    assert_eq!(c1, db2.user_checksums().await);
+    assert_eq!(c1, db3.user_checksums().await);
 }

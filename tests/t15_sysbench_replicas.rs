@@ -5,19 +5,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::replicator::{status, trepctl_ok, wait_status, Replicator};
 use support::{free_port, MariaDb};
-
-async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
-    db.checksum_all_tables()
-        .await
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("tungsten_"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_stay_identical_under_sysbench() {
@@ -119,8 +110,8 @@ async fn two_replicas_stay_identical_under_sysbench() {
         "sysbench {tps} tps on the master; {target} transactions; replicas caught up {:?} after the load ended",
         load_end.elapsed()
     );
-    let c1 = user_checksums(&db1).await;
+    let c1 = db1.user_checksums().await;
     assert!(c1.contains_key("sbtest.sbtest1"), "{c1:?}");
-    assert_eq!(c1, user_checksums(&db2).await);
-    assert_eq!(c1, user_checksums(&db3).await);
+    assert_eq!(c1, db2.user_checksums().await);
+    assert_eq!(c1, db3.user_checksums().await);
 }

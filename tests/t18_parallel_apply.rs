@@ -14,24 +14,15 @@
 mod support;
 
 use mysql_async::prelude::Queryable;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::replicator::{
-    failed_seqno, master_slave_config, status, trepctl_ok, wait_status, Replicator,
+    failed_seqno, master_slave_online, status, trepctl_ok, wait_status, MasterSlave, Replicator,
 };
 use support::MariaDb;
 
 const SCHEMAS: [&str; 4] = ["s1", "s2", "s3", "s4"];
-
-async fn user_checksums(db: &MariaDb) -> BTreeMap<String, u64> {
-    db.checksum_all_tables()
-        .await
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("tungsten_"))
-        .collect()
-}
 
 /// Waits until the master has extracted its whole binlog, then until the
 /// slave has applied it; returns the last seqno.
@@ -170,13 +161,16 @@ async fn counters(db: &MariaDb) -> ([i64; 4], i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_channels_under_load_kill9_and_channel_count_change() {
-    let master = MariaDb::start().await;
-    let replica = MariaDb::builder().arg("--read-only=ON").start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
+    let MasterSlave {
+        master,
+        replica,
+        dir,
+        cfg,
+        pm,
+        ps,
+        d1: _d1,
+    } = master_slave_online().await;
     let log = dir.path().join("db2.log");
-    let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
-    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
     let mut d2 = Replicator::start(&cfg, "db2", ps, &log, &["--channels", "4"]);
     wait_status(ps, 30, "slave ONLINE", |st| st["state"] == "ONLINE").await;
     setup_schemas(&master).await;
@@ -198,8 +192,8 @@ async fn four_channels_under_load_kill9_and_channel_count_change() {
     wait_synced(&master, pm, ps).await;
     assert_eq!(counters(&replica).await, (w1.per_schema, 2 * w1.cross));
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
     let rows = channel_rows(&replica).await;
     assert_eq!(
@@ -233,8 +227,8 @@ async fn four_channels_under_load_kill9_and_channel_count_change() {
     let want: [i64; 4] = std::array::from_fn(|i| w1.per_schema[i] + w2.per_schema[i]);
     assert_eq!(counters(&replica).await, (want, 2 * (w1.cross + w2.cross)));
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
     assert!(
         d2.log_text()
@@ -253,12 +247,15 @@ async fn four_channels_under_load_kill9_and_channel_count_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_error_stops_all_and_until_seqno_stops_every_channel() {
-    let master = MariaDb::start().await;
-    let replica = MariaDb::builder().arg("--read-only=ON").start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
-    let _d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
-    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    let MasterSlave {
+        master,
+        replica,
+        dir,
+        cfg,
+        pm,
+        ps,
+        d1: _d1,
+    } = master_slave_online().await;
     let _d2 = Replicator::start(
         &cfg,
         "db2",
@@ -347,7 +344,7 @@ async fn channel_error_stops_all_and_until_seqno_stops_every_channel() {
     trepctl_ok(ps, &["online"]);
     wait_synced(&master, pm, ps).await;
     assert_eq!(
-        user_checksums(&master).await,
-        user_checksums(&replica).await
+        master.user_checksums().await,
+        replica.user_checksums().await
     );
 }

@@ -226,6 +226,16 @@ impl MariaDb {
         rows
     }
 
+    /// [`MariaDb::checksum_all_tables`] without the replicator's own
+    /// `tungsten_*` schemas (their rows differ by member by design).
+    pub async fn user_checksums(&self) -> BTreeMap<String, u64> {
+        self.checksum_all_tables()
+            .await
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("tungsten_"))
+            .collect()
+    }
+
     /// `CHECKSUM TABLE` of every base table outside the system schemas,
     /// keyed by `schema.table`.
     pub async fn checksum_all_tables(&self) -> BTreeMap<String, u64> {

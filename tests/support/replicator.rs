@@ -153,6 +153,43 @@ pub async fn wait_status(port: u16, secs: u64, what: &str, f: impl Fn(&Value) ->
     }
 }
 
+/// A master and a read-only replica (no native replication between them),
+/// [`master_slave_config`] for them in a temp dir, and the master's
+/// replicator started and ONLINE. Destructure it in this field order, so
+/// the replicator stops before the servers.
+pub struct MasterSlave {
+    pub master: super::MariaDb,
+    pub replica: super::MariaDb,
+    pub dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+    /// Admin ports of the master's and the slave's replicator.
+    pub pm: u16,
+    pub ps: u16,
+    pub d1: Replicator,
+}
+
+/// Starts a [`MasterSlave`].
+pub async fn master_slave_online() -> MasterSlave {
+    let master = super::MariaDb::start().await;
+    let replica = super::MariaDb::builder()
+        .arg("--read-only=ON")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cfg, pm, ps) = master_slave_config(dir.path(), &master, &replica);
+    let d1 = Replicator::start(&cfg, "db1", pm, &dir.path().join("db1.log"), &[]);
+    trepctl_ok(pm, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    MasterSlave {
+        master,
+        replica,
+        dir,
+        cfg,
+        pm,
+        ps,
+        d1,
+    }
+}
+
 /// Writes `dir/carbide.toml` for service `alpha`: member db1 (master) on
 /// `master`, db2 (slave) on `replica`, THL under `dir/thl`, free ports for
 /// everything else. Returns the path and the two replicator admin ports.

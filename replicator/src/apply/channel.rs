@@ -51,8 +51,6 @@ pub struct Prepared {
     /// Its row changes as `;`-prefixed statements (empty when `alone` or
     /// `skip`), or why they cannot be built.
     pub sql: Result<TxSql, sql::SqlError>,
-    /// Those statements are `BINLOG` statements (row events), not SQL.
-    pub events: bool,
 }
 
 /// `events` (whole groups ending at `ends`) as base64 chunks appended to
@@ -114,6 +112,11 @@ fn tx_events(tx: &ThlEvent, server_id: u32) -> Result<TxSql, rowevents::Unsuppor
 }
 
 impl Prepared {
+    /// Its row changes are row events (not SQL).
+    pub fn events(&self) -> bool {
+        self.sql.as_ref().is_ok_and(|t| t.events)
+    }
+
     /// Prepares `tx` for the channels of `cfg`.
     pub fn new(cfg: &ApplierConfig, tx: ThlEvent) -> Prepared {
         let alone = has_statements(&tx);
@@ -126,7 +129,6 @@ impl Prepared {
                         alone,
                         skip,
                         sql: Ok(text),
-                        events: true,
                     }
                 }
                 Err(why) => {
@@ -150,7 +152,6 @@ impl Prepared {
             alone,
             skip,
             sql: sql.map(|()| out),
-            events: false,
         }
     }
 }
@@ -251,10 +252,12 @@ pub fn run(
             conn.query_drop(format_description_sql(id))
                 .await
                 .map_err(|e| e.to_string())?;
+            let set = conn.prep(SET_ROWS).await.map_err(|e| e.to_string())?;
+            return Ok((conn, Some(set)));
         }
-        Ok::<_, String>(conn)
+        Ok::<_, String>((conn, None))
     });
-    let conn = match conn {
+    let (conn, set_rows) = match conn {
         Ok(c) => c,
         Err(error) => {
             return failed(ApplyError::Database {
@@ -268,7 +271,7 @@ pub fn run(
         id,
         conn,
         schema: service_schema(&cfg.service),
-        set_rows: None,
+        set_rows,
     };
     let max = cfg.block_commit.max(1);
     let (mut blocks, mut transactions, mut as_events) = (0u64, 0u64, 0u64);
@@ -328,7 +331,7 @@ pub fn run(
             Ok(()) => {
                 blocks += 1;
                 transactions += block.len() as u64;
-                as_events += block.iter().filter(|p| p.events).count() as u64;
+                as_events += block.iter().filter(|p| p.events()).count() as u64;
                 if let Some(last) = block.last() {
                     let _ = reports.send(Report::Committed {
                         channel: id,
@@ -356,9 +359,13 @@ struct Channel<'a> {
     id: usize,
     conn: Conn,
     schema: String,
-    /// `SET @carbide_rows = ?`, prepared on first use.
+    /// [`SET_ROWS`], prepared at connect when applying row events.
     set_rows: Option<mysql_async::Statement>,
 }
+
+/// Sets the events a block's `BINLOG` applies (prepared: the events are a
+/// parameter, not text the server lexes).
+const SET_ROWS: &str = "SET @carbide_rows = ?";
 
 /// Applies the events in `@carbide_rows` (the syntax takes two variables,
 /// concatenated; the second, `@carbide_no_rows`, is set empty at connect).
@@ -417,7 +424,7 @@ impl Channel<'_> {
         let tail = update_row_sql(&self.schema, self.id, &Mark::of(last));
         // BINLOG statements cost the server more inside a compound
         // statement (it keeps a copy of their text): plain queries instead
-        if !block.iter().any(|p| p.events) {
+        if !block.iter().any(Prepared::events) {
             for q in batch::compose(parts, &tail, BATCH_BYTES) {
                 if let Err(e) = self.conn.query_drop(q.as_str()).await {
                     return Err(self.failed(e, last, "(batch)".into()));
@@ -425,10 +432,13 @@ impl Channel<'_> {
             }
             return Ok(());
         }
+        let Some(set) = self.set_rows.clone() else {
+            return Err(self.db_err("row events on a session set up for SQL"));
+        };
         for step in batch::compose_events(parts, &tail, BATCH_BYTES) {
             let r = match step {
                 batch::Step::Sql(q) => self.conn.query_drop(q.as_str()).await,
-                batch::Step::Events(b64) => self.events(b64).await,
+                batch::Step::Events(b64) => self.events(&set, b64).await,
             };
             if let Err(e) = r {
                 return Err(self.failed(e, last, "(batch)".into()));
@@ -439,16 +449,12 @@ impl Channel<'_> {
 
     /// Applies base64 row events through the session's `@carbide_rows`
     /// (set by a prepared statement: sent as a parameter, not lexed).
-    async fn events(&mut self, b64: String) -> Result<(), mysql_async::Error> {
-        let stmt = match &self.set_rows {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.conn.prep("SET @carbide_rows = ?").await?;
-                self.set_rows = Some(s.clone());
-                s
-            }
-        };
-        self.conn.exec_drop(&stmt, (b64,)).await?;
+    async fn events(
+        &mut self,
+        set: &mysql_async::Statement,
+        b64: String,
+    ) -> Result<(), mysql_async::Error> {
+        self.conn.exec_drop(set, (b64,)).await?;
         self.conn.query_drop(BINLOG_ROWS).await
     }
 
@@ -466,7 +472,8 @@ impl Channel<'_> {
             let mut statements = false;
             for c in &tx.changes {
                 statements |= sql::is_statement(c);
-                if let (true, Change::Rows(r), Some(id)) = (p.events, c, self.cfg.event_server_id) {
+                if let (true, Change::Rows(r), Some(id)) = (p.events(), c, self.cfg.event_server_id)
+                {
                     self.change_events(tx, r, id).await?;
                     continue;
                 }

@@ -81,8 +81,8 @@ pub struct ApplierConfig {
     pub event_server_id: Option<u32>,
 }
 
-/// How the applier applies row changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the applier applies row changes (`--row-apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum RowApply {
     /// Row events (`BINLOG` statements, the server's own row-apply path)
     /// when the database accepts them, else SQL with a warning.
@@ -92,18 +92,6 @@ pub enum RowApply {
     Events,
     /// SQL text: INSERT / UPDATE … WHERE key / DELETE … WHERE key.
     Sql,
-}
-
-impl std::str::FromStr for RowApply {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(RowApply::Auto),
-            "events" => Ok(RowApply::Events),
-            "sql" => Ok(RowApply::Sql),
-            other => Err(format!("'{other}': expected auto, events or sql")),
-        }
-    }
 }
 
 /// Asks the database whether this session may apply row events: reads

@@ -16,6 +16,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use carbide_replicator::admin::{router, AppState};
+use carbide_replicator::apply::RowApply;
 use carbide_replicator::daemon::{Service, ServiceSpec, State};
 use carbide_replicator::extract::{ExtractorConfig, SourceOpts, StartPosition};
 use carbide_replicator::thl::{FsyncPolicy, WriterConfig};
@@ -77,8 +78,8 @@ struct Args {
     /// statements. `auto`: events when the database accepts them, else
     /// SQL with a warning. Changes that have no exact row-event form (e.g.
     /// old temporal types, partial row images) are applied as SQL.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "events", "sql"])]
-    row_apply: String,
+    #[arg(long, value_enum, default_value_t = RowApply::Auto)]
+    row_apply: RowApply,
     /// Serve THL over TLS with this certificate chain (PEM; needs
     /// --thl-tls-key).
     #[arg(long, requires = "thl_tls_key")]
@@ -151,10 +152,6 @@ fn main() -> ExitCode {
                 cfg.service.name
             ));
         }
-        let row_apply: carbide_replicator::apply::RowApply = match args.row_apply.parse() {
-            Ok(r) => r,
-            Err(e) => return usage_error(format!("--row-apply {e}")),
-        };
         let master_thl = cfg
             .members
             .iter()
@@ -165,7 +162,7 @@ fn main() -> ExitCode {
             master_thl,
             block_commit: args.block_commit.max(1),
             channels: usize::from(args.channels),
-            row_apply,
+            row_apply: args.row_apply,
             thl_tls_ca: args.thl_tls_ca.clone(),
             name: cfg.service.name.clone(),
             role: m.role,
