@@ -1,6 +1,7 @@
 //! A block's prepared SQL or row events → the queries that apply it (pure).
 //!
-//! Each transaction's row changes arrive as [`TxSql`]: `;`-prefixed
+//! Each transaction's row changes arrive as [`Rows`]: row events
+//! (`rowevents::TxEvents`), or [`TxSql`]: `;`-prefixed
 //! statements built by `channel::Prepared`, with where its first and last
 //! INSERT prefixes (`INSERT INTO t (cols) VALUES `) lie. [`compose`] joins
 //! a block into compound statements (`BEGIN NOT ATOMIC … END`: the server
@@ -12,23 +13,31 @@
 //! INSERT with the same prefix (the next transaction's first statement
 //! after the previous one's last) is merged into it as more rows: the
 //! same rows in the same order, one statement fewer. A block holding row
-//! events (base64 chunks instead of statements) becomes [`Step`]s
-//! instead ([`compose_events`]).
+//! events becomes [`Step`]s instead ([`compose_events`]): its
+//! transactions' events joined into one group (one table open per table
+//! per block), base64 encoded for `BINLOG`.
 
+use super::rowevents::{Joiner, TxEvents};
 use std::ops::Range;
 
 /// A large transaction's text is cut into pieces of about this size, at
 /// change boundaries, where a block may be split into several queries.
 pub const PIECE: usize = 1 << 20;
 
-/// One transaction's row changes as SQL, or as row events.
+/// One transaction's row changes, ready for a block.
+#[derive(Debug, Clone)]
+pub enum Rows {
+    /// As SQL statements.
+    Sql(TxSql),
+    /// As row events (put into groups with the block's other events).
+    Events(TxEvents),
+}
+
+/// One transaction's row changes as SQL.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TxSql {
-    /// `;stmt;stmt…` (empty: nothing to apply); with `events`, base64
-    /// chunks of row events instead (see [`compose_events`]).
+    /// `;stmt;stmt…` (empty: nothing to apply).
     pub text: String,
-    /// `text` holds row events.
-    pub events: bool,
     /// The prefix of the first statement when it is an INSERT (a range of
     /// `text`, after its `;`).
     pub first_insert: Option<Range<usize>>,
@@ -126,12 +135,12 @@ pub enum Step {
     Events(String),
 }
 
-/// The steps applying a block holding row events (`TxSql::events`) and
-/// maybe SQL, then `tail`, then committing: `START TRANSACTION` (with any
-/// SQL before the first events), the events of consecutive transactions
-/// together (MariaDB decodes several padded base64 chunks in turn) cut at
-/// chunk boundaries (`breaks`) after about `max` bytes, SQL between them,
-/// and `tail;COMMIT`.
+/// The steps applying a block holding row events and maybe SQL, then
+/// `tail`, then committing: `START TRANSACTION` (with any SQL before the
+/// first events), the events of consecutive transactions joined into
+/// groups (see [`Joiner`]: one group for the lot unless it grows past
+/// `rowevents::GROUP_BYTES`) and base64 encoded, in steps of whole groups
+/// of about `max` bytes, SQL between them, and `tail;COMMIT`.
 ///
 /// The events go through a user variable (`SET @v = ?` as a prepared
 /// statement, then `BINLOG @v, @w`) rather than a literal, which spares the
@@ -139,14 +148,30 @@ pub enum Step {
 /// in its query: the server's answer to it does not say that more results
 /// follow, which would leave the connection out of sync.
 pub fn compose_events<'a>(
-    block: impl IntoIterator<Item = &'a TxSql>,
+    block: impl IntoIterator<Item = &'a Rows>,
     tail: &str,
     max: usize,
 ) -> Vec<Step> {
     let mut out = Vec::new();
     let mut sql = String::from("START TRANSACTION");
-    let mut ev = String::new();
-    for t in block {
+    let mut ev = Joiner::default();
+    for rows in block {
+        let t = match rows {
+            Rows::Events(e) => {
+                if !e.is_empty() {
+                    if !sql.is_empty() {
+                        out.push(Step::Sql(std::mem::take(&mut sql)));
+                    }
+                    ev.push(e);
+                }
+                continue;
+            }
+            Rows::Sql(t) => t,
+        };
+        if t.text.is_empty() {
+            continue;
+        }
+        events_steps(&mut out, std::mem::take(&mut ev), max);
         let ends = t.breaks.iter().copied().chain([t.text.len()]);
         let mut from = 0;
         for to in ends {
@@ -155,28 +180,13 @@ pub fn compose_events<'a>(
             if piece.is_empty() {
                 continue;
             }
-            if t.events {
-                if !sql.is_empty() {
-                    out.push(Step::Sql(std::mem::take(&mut sql)));
-                }
-                ev.push_str(piece);
-                if ev.len() >= max {
-                    out.push(Step::Events(std::mem::take(&mut ev)));
-                }
-            } else {
-                if !ev.is_empty() {
-                    out.push(Step::Events(std::mem::take(&mut ev)));
-                }
-                sql.push_str(if sql.is_empty() { &piece[1..] } else { piece });
-                if sql.len() >= max {
-                    out.push(Step::Sql(std::mem::take(&mut sql)));
-                }
+            sql.push_str(if sql.is_empty() { &piece[1..] } else { piece });
+            if sql.len() >= max {
+                out.push(Step::Sql(std::mem::take(&mut sql)));
             }
         }
     }
-    if !ev.is_empty() {
-        out.push(Step::Events(ev));
-    }
+    events_steps(&mut out, ev, max);
     if !sql.is_empty() {
         sql.push(';');
     }
@@ -186,8 +196,37 @@ pub fn compose_events<'a>(
     out
 }
 
+/// The joined events as [`Step::Events`].
+fn events_steps(out: &mut Vec<Step>, ev: Joiner, max: usize) {
+    if ev.is_empty() {
+        return;
+    }
+    let (raw, ends) = ev.finish();
+    out.extend(base64_runs(&raw, &ends, max).into_iter().map(Step::Events));
+}
+
+/// `events` (whole groups ending at `ends`) base64 encoded, in runs of
+/// whole groups of at most about `max` bytes once encoded (a larger group
+/// alone).
+pub fn base64_runs(events: &[u8], ends: &[usize], max: usize) -> Vec<String> {
+    use base64::Engine;
+    // base64 grows 3 bytes to 4
+    let raw_max = max / 4 * 3;
+    let mut out = Vec::new();
+    let mut from = 0;
+    for (k, &end) in ends.iter().enumerate() {
+        let next = ends.get(k + 1).copied();
+        if next.is_none_or(|n| n - from > raw_max) {
+            out.push(base64::engine::general_purpose::STANDARD.encode(&events[from..end]));
+            from = end;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::rowevents::{self, TableIds};
     use super::*;
 
     fn tx(stmts: &[&str]) -> TxSql {
@@ -272,59 +311,72 @@ mod tests {
         }
     }
 
-    fn ev(chunks: &[&str]) -> TxSql {
-        let mut t = TxSql {
-            events: true,
-            ..TxSql::default()
-        };
-        for c in chunks {
-            if !t.text.is_empty() {
-                t.breaks.push(t.text.len());
-            }
-            t.text.push_str(c);
-        }
-        t
+    /// A transaction inserting `(id, 'x' × pad)` into `s.<table>`, as row events.
+    fn ev(ids: &mut TableIds, table: &str, id: i64, pad: usize) -> Rows {
+        let rc = rowevents::sample_insert(table, id, pad);
+        Rows::Events(rowevents::encode_changes(ids, [&rc], 7, 0).expect("encodes"))
     }
 
+    /// The layout of an events step.
+    fn events(step: &Step) -> Vec<(u8, Option<u16>)> {
+        use base64::Engine;
+        let Step::Events(b64) = step else {
+            panic!("not events: {step:?}");
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        rowevents::layout(&raw)
+    }
+
+    const MAP: (u8, Option<u16>) = (rowevents::TABLE_MAP, None);
+    const ROWS: (u8, Option<u16>) = (23, Some(0));
+    const ROWS_END: (u8, Option<u16>) = (23, Some(1));
+
     #[test]
-    fn row_events_of_a_block_go_together_between_sql_steps() {
-        use Step::{Events as E, Sql as S};
-        let b = [ev(&["AA==", "BB=="]), ev(&["CC=="])];
-        assert_eq!(
-            compose_events(&b, "R", 1 << 20),
-            vec![
-                S("START TRANSACTION".into()),
-                E("AA==BB==CC==".into()),
-                S("R;COMMIT".into())
-            ]
-        );
-        // SQL between events is a step of its own
-        let b = [ev(&["AA=="]), tx(&["UPDATE t SET a = 1"]), ev(&["CC=="])];
-        assert_eq!(
-            compose_events(&b, "R", 1 << 20),
-            vec![
-                S("START TRANSACTION".into()),
-                E("AA==".into()),
-                S("UPDATE t SET a = 1".into()),
-                E("CC==".into()),
-                S("R;COMMIT".into())
-            ]
-        );
-        // SQL first joins START TRANSACTION; long events cut at chunk boundaries
+    fn row_events_of_a_block_are_one_group_between_sql_steps() {
+        use Step::Sql as S;
+        let mut ids = TableIds::default();
         let b = [
-            tx(&["DELETE FROM t"]),
-            ev(&["AAAAAAAA", "BBBBBBBB"]),
-            ev(&["CCCC"]),
+            ev(&mut ids, "a", 1, 1),
+            ev(&mut ids, "b", 2, 1),
+            ev(&mut ids, "a", 3, 1),
         ];
-        assert_eq!(
-            compose_events(&b, "R", 10),
-            vec![
-                S("START TRANSACTION;DELETE FROM t".into()),
-                E("AAAAAAAABBBBBBBB".into()),
-                E("CCCC".into()),
-                S("R;COMMIT".into())
-            ]
-        );
+        let steps = compose_events(&b, "R", 1 << 20);
+        assert_eq!(steps.len(), 3, "{steps:?}");
+        assert_eq!(steps[0], S("START TRANSACTION".into()));
+        assert_eq!(events(&steps[1]), vec![MAP, MAP, ROWS, ROWS, ROWS_END]);
+        assert_eq!(steps[2], S("R;COMMIT".into()));
+        // SQL between events: each run of events is a group of its own
+        let b = [
+            ev(&mut ids, "a", 1, 1),
+            Rows::Sql(tx(&["UPDATE t SET a = 1"])),
+            ev(&mut ids, "a", 2, 1),
+        ];
+        let steps = compose_events(&b, "R", 1 << 20);
+        assert_eq!(steps.len(), 5, "{steps:?}");
+        assert_eq!(steps[0], S("START TRANSACTION".into()));
+        assert_eq!(events(&steps[1]), vec![MAP, ROWS_END]);
+        assert_eq!(steps[2], S("UPDATE t SET a = 1".into()));
+        assert_eq!(events(&steps[3]), vec![MAP, ROWS_END]);
+        assert_eq!(steps[4], S("R;COMMIT".into()));
+        // SQL first joins START TRANSACTION; past `max`, steps of whole groups
+        let b = [
+            Rows::Sql(tx(&["DELETE FROM t"])),
+            ev(&mut ids, "a", 1, 400_000),
+            ev(&mut ids, "a", 2, 400_000),
+            ev(&mut ids, "a", 3, 400_000),
+        ];
+        let steps = compose_events(&b, "R", 10);
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert_eq!(steps[0], S("START TRANSACTION;DELETE FROM t".into()));
+        assert_eq!(events(&steps[1]), vec![MAP, ROWS, ROWS_END]);
+        assert_eq!(events(&steps[2]), vec![MAP, ROWS_END]);
+        assert_eq!(steps[3], S("R;COMMIT".into()));
+        // with room, both groups go in one step
+        let steps = compose_events(&b, "R", 1 << 22);
+        assert_eq!(events(&steps[1]), vec![MAP, ROWS, ROWS_END, MAP, ROWS_END]);
+        assert_eq!(steps.len(), 3);
     }
 
     #[test]

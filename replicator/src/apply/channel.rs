@@ -4,12 +4,13 @@
 //! [`Work`] enters through the channel's queue from the dispatcher
 //! (`dispatch.rs`), in seqno order: transactions, and checkpoints that move
 //! the row of an idle channel up to the low-water mark. Transactions come
-//! [`Prepared`]: their row changes already row events or SQL, built on the dispatcher's
-//! thread while this one waits for the server. The channel applies what is
+//! [`Prepared`]: their row changes already row events or SQL, built on
+//! the dispatcher's thread while this one waits for the server. The channel applies what is
 //! queued in blocks of up to `block_commit` transactions:
 //! one database transaction holding the block's row changes and the row
 //! update for its last transaction: as row events, `START TRANSACTION`,
-//! the events (`SET @carbide_rows = ?` prepared, then `BINLOG`), and the
+//! the block's events joined into one group (`SET @carbide_rows = ?`
+//! prepared, then `BINLOG`), and the
 //! row update with `COMMIT`; as SQL, one compound statement (one round
 //! trip, one answer); see `batch.rs`. A block that fails on a server
 //! error is rolled back and replayed statement by statement to name the
@@ -17,7 +18,7 @@
 //! applied alone, statement by statement. A [`Report`] leaves for every
 //! block committed and for the failure that stops the channel.
 
-use super::batch::{self, TxSql};
+use super::batch::{self, Rows, TxSql};
 use super::catalog::{update_row_sql, Mark};
 use super::rowevents;
 use super::{sql, ApplierConfig, ApplyError, BATCH_BYTES};
@@ -48,41 +49,16 @@ pub struct Prepared {
     pub alone: bool,
     /// Recorded as applied without applying (own or `-skip-seqno`).
     pub skip: bool,
-    /// Its row changes as `;`-prefixed statements (empty when `alone` or
-    /// `skip`), or why they cannot be built.
-    pub sql: Result<TxSql, sql::SqlError>,
-}
-
-/// `events` (whole groups ending at `ends`) as base64 chunks appended to
-/// `out`, each chunk a few whole groups of at most about
-/// [`batch::PIECE`] bytes once encoded (one group may be larger); returns
-/// where each chunk after the first starts.
-pub fn binlog_chunks(out: &mut String, events: &[u8], ends: &[usize]) -> Vec<usize> {
-    use base64::Engine;
-    // base64 grows 3 bytes to 4
-    let raw_piece = batch::PIECE / 4 * 3;
-    let mut starts = Vec::new();
-    let mut from = 0;
-    for (k, &end) in ends.iter().enumerate() {
-        let next = ends.get(k + 1).copied();
-        if next.is_none_or(|n| n - from > raw_piece) {
-            if from > 0 {
-                starts.push(out.len());
-            }
-            base64::engine::general_purpose::STANDARD.encode_string(&events[from..end], out);
-            from = end;
-        }
-    }
-    starts
+    /// Its row changes as row events or `;`-prefixed statements (empty
+    /// when `alone` or `skip`), or why they cannot be built.
+    pub rows: Result<Rows, sql::SqlError>,
 }
 
 /// The statement that starts a session's row events.
 pub fn format_description_sql(server_id: u32) -> String {
     let fde = rowevents::format_description(server_id);
-    let mut s = String::from("BINLOG '");
-    binlog_chunks(&mut s, &fde, &[fde.len()]);
-    s.push('\'');
-    s
+    let b64 = batch::base64_runs(&fde, &[fde.len()], batch::PIECE).concat();
+    format!("BINLOG '{b64}'")
 }
 
 /// A transaction's source commit time in whole seconds, for its events'
@@ -91,44 +67,38 @@ fn event_time(tx: &ThlEvent) -> u32 {
     (tx.source_tstamp / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// A transaction's row changes as row events, or why not.
-fn tx_events(tx: &ThlEvent, server_id: u32) -> Result<TxSql, rowevents::Unsupported> {
-    let when = event_time(tx);
-    let mut raw = Vec::with_capacity(estimate(tx));
-    let rows = tx.changes.iter().filter_map(|c| match c {
-        Change::Rows(r) => Some(r),
-        _ => None,
-    });
-    let ends = rowevents::append_changes(&mut raw, rows, server_id, when)?;
-    let mut out = TxSql {
-        events: true,
-        ..TxSql::default()
-    };
-    if !ends.is_empty() {
-        out.text.reserve(raw.len() / 3 * 4 + 16);
-        out.breaks = binlog_chunks(&mut out.text, &raw, &ends);
-    }
-    Ok(out)
-}
-
 impl Prepared {
     /// Its row changes are row events (not SQL).
     pub fn events(&self) -> bool {
-        self.sql.as_ref().is_ok_and(|t| t.events)
+        matches!(self.rows, Ok(Rows::Events(_)))
     }
 
-    /// Prepares `tx` for the channels of `cfg`.
-    pub fn new(cfg: &ApplierConfig, tx: ThlEvent) -> Prepared {
+    /// About the memory its row changes take, prepared.
+    pub fn bytes(&self) -> usize {
+        match &self.rows {
+            Ok(Rows::Events(e)) => e.rows.len(),
+            Ok(Rows::Sql(t)) => t.text.len(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Prepares `tx` for the channels of `cfg`, its row events (if the
+    /// session applies them) naming tables by `ids`.
+    pub fn new(cfg: &ApplierConfig, ids: &mut rowevents::TableIds, tx: ThlEvent) -> Prepared {
         let alone = has_statements(&tx);
         let skip = tx.source_id == cfg.member || cfg.skip.contains(&tx.seqno);
         if let (false, false, Some(id)) = (alone, skip, cfg.event_server_id) {
-            match tx_events(&tx, id) {
-                Ok(text) => {
+            let rows = tx.changes.iter().filter_map(|c| match c {
+                Change::Rows(r) => Some(r),
+                _ => None,
+            });
+            match rowevents::encode_changes(ids, rows, id, event_time(&tx)) {
+                Ok(ev) => {
                     return Prepared {
                         tx,
                         alone,
                         skip,
-                        sql: Ok(text),
+                        rows: Ok(Rows::Events(ev)),
                     }
                 }
                 Err(why) => {
@@ -151,7 +121,7 @@ impl Prepared {
             tx,
             alone,
             skip,
-            sql: sql.map(|()| out),
+            rows: sql.map(|()| Rows::Sql(out)),
         }
     }
 }
@@ -416,7 +386,7 @@ impl Channel<'_> {
         let mut parts = Vec::with_capacity(block.len());
         for p in block {
             parts.push(
-                p.sql
+                p.rows
                     .as_ref()
                     .map_err(|e| Self::sql_err(&p.tx, e.clone()))?,
             );
@@ -425,7 +395,11 @@ impl Channel<'_> {
         // BINLOG statements cost the server more inside a compound
         // statement (it keeps a copy of their text): plain queries instead
         if !block.iter().any(Prepared::events) {
-            for q in batch::compose(parts, &tail, BATCH_BYTES) {
+            let sql = parts.into_iter().filter_map(|r| match r {
+                Rows::Sql(t) => Some(t),
+                Rows::Events(_) => None,
+            });
+            for q in batch::compose(sql, &tail, BATCH_BYTES) {
                 if let Err(e) = self.conn.query_drop(q.as_str()).await {
                     return Err(self.failed(e, last, "(batch)".into()));
                 }
@@ -521,11 +495,8 @@ impl Channel<'_> {
         let when = event_time(tx);
         let ends = rowevents::append_change(&mut raw, r, server_id, when)
             .map_err(|why| Self::sql_err(tx, sql::SqlError(format!("row events: {why}"))))?;
-        let mut text = String::new();
-        let starts = binlog_chunks(&mut text, &raw, &ends);
-        let mut from = 0;
-        for to in starts.into_iter().chain([text.len()]) {
-            let q = format!("BINLOG '{}'", &text[from..to]);
+        for b64 in batch::base64_runs(&raw, &ends, batch::PIECE) {
+            let q = format!("BINLOG '{b64}'");
             if let Err(e) = self.conn.query_drop(q.as_str()).await {
                 let what = match sql::change_sql(&Change::Rows(r.clone())) {
                     Ok(stmts) => stmts.first().map(|q| truncate(q)).unwrap_or_default(),
@@ -542,7 +513,6 @@ impl Channel<'_> {
                     ),
                 ));
             }
-            from = to;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 use super::catalog::Mark;
 use super::channel::{self, Prepared, Report, Work};
 use super::plan::{route, Admit, Scheduler};
+use super::rowevents::TableIds;
 use super::{ApplierConfig, ApplyError, ApplyProgress};
 use crate::extract::StopRequest;
 use crate::thl::{now_us, DurableWatch, Reassembler, Tail, ThlEvent, ThlReader};
@@ -34,6 +35,12 @@ const BUSY_WAIT: Duration = Duration::from_millis(2);
 /// Idle channels lagging the low-water mark are checkpointed at least this
 /// often when the THL is quiet.
 const QUIET_CHECKPOINT: Duration = Duration::from_secs(1);
+/// Bytes of row changes (row events or SQL; the decoded transactions take
+/// about as much again) a channel may hold, queued or being applied,
+/// before the dispatcher waits for it to commit some: the queues are
+/// bounded in transactions too, but a backlog of large transactions must
+/// not fill memory. A channel with nothing queued always takes one.
+const CHANNEL_BYTES: usize = 32 << 20;
 
 /// One run of the channels.
 pub struct Run<'a> {
@@ -57,7 +64,7 @@ pub fn run(
     progress: &watch::Sender<ApplyProgress>,
 ) -> Result<i64, ApplyError> {
     let n = r.pos.len().max(1);
-    let cap = 2 * r.cfg.block_commit.max(1);
+    let cap = 5 * r.cfg.block_commit.max(1);
     let abort = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let (rep_tx, rep_rx) = mpsc::channel();
@@ -91,6 +98,8 @@ pub fn run(
             progress,
             published: None,
             last_quiet_checkpoint: Instant::now(),
+            table_ids: TableIds::default(),
+            held: vec![0; n],
         };
         let out = d.run(r.cfg, r.until, durable, stop);
         if out.is_err() {
@@ -111,6 +120,10 @@ struct Dispatcher<'a> {
     progress: &'a watch::Sender<ApplyProgress>,
     published: Option<i64>,
     last_quiet_checkpoint: Instant,
+    /// Table ids of the row events built for the channels.
+    table_ids: TableIds,
+    /// Bytes of row changes each channel holds (see [`CHANNEL_BYTES`]).
+    held: Vec<usize>,
 }
 
 impl Dispatcher<'_> {
@@ -174,7 +187,8 @@ impl Dispatcher<'_> {
                     }
                     Admit::Send(c) => {
                         let (seqno, mark) = (tx.seqno, Mark::of(&tx));
-                        self.send(c, Work::Tx(Prepared::new(cfg, tx)))?;
+                        let work = Work::Tx(Prepared::new(cfg, &mut self.table_ids, tx));
+                        self.send(c, work)?;
                         self.sched.sent(seqno, c, rt.serialized);
                         self.marks.push_back(mark);
                         break;
@@ -230,9 +244,20 @@ impl Dispatcher<'_> {
 
     /// Queues work for a channel, handling reports while its queue is full.
     fn send(&mut self, c: usize, mut w: Work) -> Result<(), ApplyError> {
+        let bytes = match &w {
+            Work::Tx(p) => p.bytes(),
+            Work::Checkpoint(_) => 0,
+        };
         loop {
+            if self.held[c] > 0 && self.held[c] + bytes > CHANNEL_BYTES {
+                self.drain(BUSY_WAIT)?;
+                continue;
+            }
             match self.queues[c].try_send(w) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.held[c] += bytes;
+                    return Ok(());
+                }
                 Err(TrySendError::Full(back)) => {
                     w = back;
                     self.drain(BUSY_WAIT)?;
@@ -282,6 +307,10 @@ impl Dispatcher<'_> {
                 } => {
                     self.sched.committed(channel, mark.seqno);
                     committed += transactions;
+                    let freed: usize = done.iter().map(Prepared::bytes).sum();
+                    if let Some(h) = self.held.get_mut(channel) {
+                        *h = h.saturating_sub(freed);
+                    }
                     drop(done);
                 }
                 Report::Failed { channel, error } => {

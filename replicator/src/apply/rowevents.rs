@@ -11,16 +11,22 @@
 //! change by change), after one [`format_description`] per session; they
 //! need the `BINLOG REPLAY` privilege (or `SUPER`).
 //!
-//! A transaction's changes enter [`append_changes`] and leave as one or
-//! more groups, each the TABLE_MAP events of its tables followed by their
-//! rows events, the last flagged `STMT_END_F` (as a primary logs one
-//! statement touching several tables), so a `BINLOG` statement may end
-//! after any group. Layouts written here
+//! A transaction's changes enter [`encode_changes`] (on the dispatcher's
+//! thread) and leave as [`TxEvents`]: its rows events, not yet ending a
+//! statement, and the TABLE_MAP event of each table they touch, with ids
+//! from the applier's [`TableIds`] (one id per table map, for the
+//! applier's life). A channel's [`Joiner`] then puts the transactions of
+//! a block into groups, each the TABLE_MAP events of its tables followed
+//! by their rows events, the last flagged `STMT_END_F` (as a primary logs
+//! one statement touching several tables): the server opens and locks
+//! the tables once per group, and a `BINLOG` statement may end after any
+//! group. [`append_changes`] does both for changes on their own (a failed
+//! block replayed change by change). Layouts written here
 //! (all integers little-endian unless noted):
 //! - common header, 19 bytes: timestamp u32, type u8, server_id u32,
 //!   event size u32, log position u32 (0), flags u16 (0); every event ends
 //!   with a CRC32 of its bytes (the format description announces CRC32).
-//! - TABLE_MAP (19): table id u48 (1, 2, … within a group), flags u16 (1), schema and table as
+//! - TABLE_MAP (19): table id u48 (from [`TableIds`]), flags u16 (1), schema and table as
 //!   length byte + name + NUL, column count (length-encoded), one type byte
 //!   per column, metadata (length-encoded size, then per column 0–2
 //!   bytes), nullability bitmap.
@@ -35,6 +41,7 @@
 //! does not fit its column) is applied as SQL instead, by the caller.
 
 use crate::thl::{ColumnSpec, RowAction, RowsChange, Value};
+use std::sync::Arc;
 
 /// FORMAT_DESCRIPTION event type.
 pub const FORMAT_DESCRIPTION: u8 = 15;
@@ -349,9 +356,83 @@ fn bitmap(out: &mut Vec<u8>, n: usize, set: impl Iterator<Item = usize>) {
     }
 }
 
-/// A group is closed after about this many bytes (so it fits one chunk of
-/// a `BINLOG` statement).
+/// A group is closed after about this many bytes (so it fits one
+/// `BINLOG` statement of about `batch::PIECE` bytes once base64 encoded).
 pub const GROUP_BYTES: usize = 768 << 10;
+
+/// Ids for the tables of one applier's events: one per distinct TABLE_MAP
+/// body (schema, table, column types and metadata), kept for the
+/// applier's life, so that events encoded for different transactions (on
+/// the dispatcher's thread) can share one group later (on a channel's):
+/// the same id always means the same table map. Each id's TABLE_MAP event
+/// is encoded once and shared.
+#[derive(Debug, Default)]
+pub struct TableIds {
+    by_body: std::collections::HashMap<Vec<u8>, (u64, Arc<[u8]>)>,
+    last: u64,
+}
+
+/// The table maps kept before [`TableIds`] starts over (the ids go on
+/// growing, so an id is never given to two tables).
+const TABLE_IDS: usize = 1 << 16;
+
+impl TableIds {
+    /// The id and TABLE_MAP event for a table map body (after the id).
+    fn get(&mut self, body: &[u8], server_id: u32, when: u32) -> (u64, Arc<[u8]>) {
+        if let Some((id, ev)) = self.by_body.get(body) {
+            return (*id, ev.clone());
+        }
+        if self.by_body.len() >= TABLE_IDS {
+            self.by_body.clear();
+        }
+        self.last += 1;
+        let id = self.last;
+        let mut ev = Vec::with_capacity(body.len() + HEADER + 6 + CRC);
+        event(&mut ev, TABLE_MAP, server_id, when, |b| {
+            b.extend_from_slice(&id.to_le_bytes()[..6]);
+            b.extend_from_slice(body);
+        });
+        let ev: Arc<[u8]> = ev.into();
+        self.by_body.insert(body.to_vec(), (id, ev.clone()));
+        (id, ev)
+    }
+}
+
+/// One transaction's row events, not yet in groups: the TABLE_MAP event
+/// of each table it touches and its rows events, none flagged
+/// `STMT_END_F`. A [`Joiner`] puts them into groups.
+#[derive(Debug, Clone, Default)]
+pub struct TxEvents {
+    /// Table id → its TABLE_MAP event, for each table of `rows`.
+    pub maps: Vec<(u64, Arc<[u8]>)>,
+    /// The rows events, whole (header to CRC), one after another.
+    pub rows: Vec<u8>,
+    /// Per rows event: its table id and where it ends in `rows`.
+    pub ends: Vec<(u64, usize)>,
+}
+
+impl TxEvents {
+    /// No rows events.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// Encodes `changes` (one transaction's, in order) as rows events for
+/// the tables `ids` names; a rows event closes after about
+/// [`ROWS_EVENT_BYTES`].
+pub fn encode_changes<'a>(
+    ids: &mut TableIds,
+    changes: impl IntoIterator<Item = &'a RowsChange>,
+    server_id: u32,
+    when: u32,
+) -> Result<TxEvents, Unsupported> {
+    let mut tx = TxEvents::default();
+    for rc in changes {
+        encode_change(&mut tx, ids, rc, server_id, when)?;
+    }
+    Ok(tx)
+}
 
 /// Appends the events applying `rc` (see [`append_changes`]).
 pub fn append_change(
@@ -363,12 +444,8 @@ pub fn append_change(
     append_changes(out, [rc], server_id, when)
 }
 
-/// Appends the events applying `changes` in order: groups of TABLE_MAP
-/// events (one per table of the group) followed by the rows events, the
-/// last flagged `STMT_END_F` — what a primary writes for one statement
-/// touching several tables, so the server opens and locks the tables once
-/// per group instead of once per change. A group closes after about
-/// [`GROUP_BYTES`]; a rows event after about [`ROWS_EVENT_BYTES`]. Returns
+/// Appends the events applying `changes` in order, on their own: groups
+/// of TABLE_MAP events followed by rows events (see [`Joiner`]). Returns
 /// the offsets in `out` where each group ends. On error `out` is left as
 /// it was.
 pub fn append_changes<'a>(
@@ -377,163 +454,221 @@ pub fn append_changes<'a>(
     server_id: u32,
     when: u32,
 ) -> Result<Vec<usize>, Unsupported> {
-    let start = out.len();
-    let mut g = Groups {
-        out,
-        server_id,
-        when,
-        tables: Vec::new(),
-        tmaps: Vec::new(),
-        events: Vec::new(),
-        bytes: 0,
-        ends: Vec::new(),
-    };
-    let r = changes.into_iter().try_for_each(|rc| g.change(rc));
-    match r {
-        Ok(()) => {
-            g.close();
-            Ok(g.ends)
-        }
-        Err(e) => {
-            g.out.truncate(start);
-            Err(e)
+    let tx = encode_changes(&mut TableIds::default(), changes, server_id, when)?;
+    let mut j = Joiner::default();
+    j.push(&tx);
+    let (events, ends) = j.finish();
+    let base = out.len();
+    out.extend_from_slice(&events);
+    Ok(ends.into_iter().map(|e| base + e).collect())
+}
+
+/// Joins transactions' events ([`TxEvents`], in order) into groups: the
+/// TABLE_MAP event of each of the group's tables, then its rows events,
+/// the last flagged `STMT_END_F` — what a primary writes for one statement
+/// touching several tables. The server opens and locks a group's tables
+/// once, so a block of transactions makes one group (or one per about
+/// [`GROUP_BYTES`]) instead of one per transaction or per change.
+#[derive(Debug, Default)]
+pub struct Joiner {
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    /// The open group's tables, TABLE_MAP events and rows events.
+    ids: Vec<u64>,
+    maps: Vec<u8>,
+    rows: Vec<u8>,
+    /// Where the open group's last rows event starts in `rows`.
+    last: Option<usize>,
+}
+
+impl Joiner {
+    /// Adds a transaction's events to the open group (closing it on the
+    /// way when it grows past [`GROUP_BYTES`]).
+    pub fn push(&mut self, tx: &TxEvents) {
+        let mut from = 0;
+        for &(id, end) in &tx.ends {
+            if !self.ids.contains(&id) {
+                if let Some((_, ev)) = tx.maps.iter().find(|(i, _)| *i == id) {
+                    self.maps.extend_from_slice(ev);
+                }
+                self.ids.push(id);
+            }
+            self.last = Some(self.rows.len());
+            self.rows.extend_from_slice(&tx.rows[from..end]);
+            from = end;
+            if self.maps.len() + self.rows.len() >= GROUP_BYTES {
+                self.close();
+            }
         }
     }
-}
 
-/// The group being built.
-struct Groups<'o> {
-    out: &'o mut Vec<u8>,
-    server_id: u32,
-    when: u32,
-    /// Table map bodies (without their table id) of the group's tables;
-    /// a table's id is its position + 1.
-    tables: Vec<Vec<u8>>,
-    /// The group's TABLE_MAP events, written.
-    tmaps: Vec<u8>,
-    /// The group's rows events: type and body (flags patched at close).
-    events: Vec<(u8, Vec<u8>)>,
-    bytes: usize,
-    ends: Vec<usize>,
-}
-
-impl Groups<'_> {
-    /// The group's id for a table map body, adding its TABLE_MAP event.
-    fn table_id(&mut self, body: &[u8]) -> u64 {
-        if let Some(i) = self.tables.iter().position(|t| t == body) {
-            return i as u64 + 1;
-        }
-        self.tables.push(body.to_vec());
-        let id = self.tables.len() as u64;
-        event(&mut self.tmaps, TABLE_MAP, self.server_id, self.when, |b| {
-            b.extend_from_slice(&id.to_le_bytes()[..6]);
-            b.extend_from_slice(body);
-        });
-        self.bytes += body.len() + HEADER + 6 + CRC;
-        id
+    /// Nothing pushed yet (or only transactions without rows events).
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.last.is_none()
     }
 
     fn close(&mut self) {
-        if self.events.is_empty() {
+        let Some(last) = self.last.take() else {
             return;
-        }
-        self.out.extend_from_slice(&self.tmaps);
-        let last = self.events.len() - 1;
-        for (k, (ty, mut body)) in std::mem::take(&mut self.events).into_iter().enumerate() {
-            if k == last {
-                body[6..8].copy_from_slice(&STMT_END_F.to_le_bytes());
-            }
-            event(self.out, ty, self.server_id, self.when, |b| {
-                b.extend_from_slice(&body)
-            });
-        }
+        };
+        // the last rows event ends the statement: its flags (after the
+        // 6-byte table id) and so its CRC change
+        let ev = &mut self.rows[last..];
+        let n = ev.len();
+        ev[HEADER + 6..HEADER + 8].copy_from_slice(&STMT_END_F.to_le_bytes());
+        let crc = crc32fast::hash(&ev[..n - CRC]);
+        ev[n - CRC..].copy_from_slice(&crc.to_le_bytes());
+        self.out.extend_from_slice(&self.maps);
+        self.out.extend_from_slice(&self.rows);
         self.ends.push(self.out.len());
-        self.tables.clear();
-        self.tmaps.clear();
-        self.bytes = 0;
+        self.ids.clear();
+        self.maps.clear();
+        self.rows.clear();
     }
 
-    fn change(&mut self, rc: &RowsChange) -> Result<(), Unsupported> {
-        if rc.rows.is_empty() {
-            return Ok(());
+    /// The groups, and where each ends.
+    pub fn finish(mut self) -> (Vec<u8>, Vec<usize>) {
+        self.close();
+        (self.out, self.ends)
+    }
+}
+
+/// Appends one change's rows events to `tx`.
+fn encode_change(
+    tx: &mut TxEvents,
+    ids: &mut TableIds,
+    rc: &RowsChange,
+    server_id: u32,
+    when: u32,
+) -> Result<(), Unsupported> {
+    if rc.rows.is_empty() {
+        return Ok(());
+    }
+    let table = table_of(rc)?;
+    let n = table.len();
+    // the table map after its table id
+    let mut tmap = Vec::with_capacity(64 + 3 * n);
+    tmap.extend_from_slice(&1u16.to_le_bytes());
+    name(&mut tmap, &rc.schema)?;
+    name(&mut tmap, &rc.table)?;
+    lenenc(&mut tmap, n as u64);
+    let mut meta = Vec::with_capacity(2 * n);
+    for c in &table {
+        c.kind.table_map(&mut tmap, &mut meta);
+    }
+    lenenc(&mut tmap, meta.len() as u64);
+    tmap.extend_from_slice(&meta);
+    bitmap(
+        &mut tmap,
+        n,
+        table
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.spec.nullable)
+            .map(|(i, _)| i),
+    );
+    let pos =
+        |list: &[ColumnSpec]| -> Vec<usize> { list.iter().map(|c| c.index as usize - 1).collect() };
+    let (ty, before, after) = match rc.action {
+        RowAction::Insert => (WRITE_ROWS_V1, None, Some(pos(&rc.columns))),
+        RowAction::Update => (UPDATE_ROWS_V1, Some(pos(&rc.keys)), Some(pos(&rc.columns))),
+        RowAction::Delete => (DELETE_ROWS_V1, Some(pos(&rc.keys)), None),
+    };
+    // the rows event's body up to its rows
+    let mut head = Vec::with_capacity(16 + n / 4);
+    lenenc(&mut head, n as u64);
+    for cols in [&before, &after].into_iter().flatten() {
+        bitmap(&mut head, n, cols.iter().copied());
+    }
+    // encoded apart, so that a refused row leaves `tx` as it was
+    let mut body = Vec::new();
+    let mut events: Vec<Vec<u8>> = Vec::new();
+    for (k, row) in rc.rows.iter().enumerate() {
+        if body.is_empty() {
+            body.extend_from_slice(&head);
         }
-        let table = table_of(rc)?;
-        let n = table.len();
-        // the table map after its table id
-        let mut tmap = Vec::with_capacity(64 + 3 * n);
-        tmap.extend_from_slice(&1u16.to_le_bytes());
-        name(&mut tmap, &rc.schema)?;
-        name(&mut tmap, &rc.table)?;
-        lenenc(&mut tmap, n as u64);
-        let mut meta = Vec::with_capacity(2 * n);
-        for c in &table {
-            c.kind.table_map(&mut tmap, &mut meta);
+        if let Some(cols) = &before {
+            let v = row
+                .before
+                .as_deref()
+                .ok_or_else(|| Unsupported(format!("row {k} has no before image")))?;
+            append_image(&mut body, &table, cols, v)?;
         }
-        lenenc(&mut tmap, meta.len() as u64);
-        tmap.extend_from_slice(&meta);
-        bitmap(
-            &mut tmap,
-            n,
-            table
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.spec.nullable)
-                .map(|(i, _)| i),
+        if let Some(cols) = &after {
+            let v = row
+                .after
+                .as_deref()
+                .ok_or_else(|| Unsupported(format!("row {k} has no after image")))?;
+            append_image(&mut body, &table, cols, v)?;
+        }
+        if body.len() >= ROWS_EVENT_BYTES {
+            events.push(std::mem::take(&mut body));
+        }
+    }
+    if !body.is_empty() {
+        events.push(body);
+    }
+    let (id, map) = ids.get(&tmap, server_id, when);
+    if !tx.maps.iter().any(|(i, _)| *i == id) {
+        tx.maps.push((id, map));
+    }
+    for body in events {
+        event(&mut tx.rows, ty, server_id, when, |b| {
+            b.extend_from_slice(&id.to_le_bytes()[..6]);
+            b.extend_from_slice(&0u16.to_le_bytes());
+            b.extend_from_slice(&body);
+        });
+        tx.ends.push((id, tx.rows.len()));
+    }
+    Ok(())
+}
+
+/// The events in `bytes` (type, and flags for rows events), each one's
+/// size and CRC32 checked (for tests).
+#[cfg(test)]
+pub(crate) fn layout(bytes: &[u8]) -> Vec<(u8, Option<u16>)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let size = u32::from_le_bytes([rest[9], rest[10], rest[11], rest[12]]) as usize;
+        let (ev, next) = rest.split_at(size);
+        let (data, crc) = ev.split_at(size - CRC);
+        assert_eq!(
+            crc32fast::hash(data).to_le_bytes(),
+            crc,
+            "CRC32 of event {}",
+            out.len()
         );
-        let pos = |list: &[ColumnSpec]| -> Vec<usize> {
-            list.iter().map(|c| c.index as usize - 1).collect()
-        };
-        let (ty, before, after) = match rc.action {
-            RowAction::Insert => (WRITE_ROWS_V1, None, Some(pos(&rc.columns))),
-            RowAction::Update => (UPDATE_ROWS_V1, Some(pos(&rc.keys)), Some(pos(&rc.columns))),
-            RowAction::Delete => (DELETE_ROWS_V1, Some(pos(&rc.keys)), None),
-        };
-        // the rows event's body up to its rows, for a table id
-        let head = |id: u64| {
-            let mut h = Vec::with_capacity(16 + n / 4);
-            h.extend_from_slice(&id.to_le_bytes()[..6]);
-            h.extend_from_slice(&0u16.to_le_bytes());
-            lenenc(&mut h, n as u64);
-            for cols in [&before, &after].into_iter().flatten() {
-                bitmap(&mut h, n, cols.iter().copied());
-            }
-            h
-        };
-        let mut body = Vec::new();
-        for (k, row) in rc.rows.iter().enumerate() {
-            if body.is_empty() {
-                body = head(self.table_id(&tmap));
-            }
-            if let Some(cols) = &before {
-                let v = row
-                    .before
-                    .as_deref()
-                    .ok_or_else(|| Unsupported(format!("row {k} has no before image")))?;
-                append_image(&mut body, &table, cols, v)?;
-            }
-            if let Some(cols) = &after {
-                let v = row
-                    .after
-                    .as_deref()
-                    .ok_or_else(|| Unsupported(format!("row {k} has no after image")))?;
-                append_image(&mut body, &table, cols, v)?;
-            }
-            if body.len() >= ROWS_EVENT_BYTES {
-                self.bytes += body.len();
-                self.events.push((ty, std::mem::take(&mut body)));
-                if self.bytes >= GROUP_BYTES {
-                    self.close();
-                }
-            }
-        }
-        if !body.is_empty() {
-            self.bytes += body.len();
-            self.events.push((ty, body));
-        }
-        if self.bytes >= GROUP_BYTES {
-            self.close();
-        }
-        Ok(())
+        let flags = (ev[4] != TABLE_MAP && ev[4] != FORMAT_DESCRIPTION)
+            .then(|| u16::from_le_bytes([ev[HEADER + 6], ev[HEADER + 7]]));
+        out.push((ev[4], flags));
+        rest = next;
+    }
+    out
+}
+
+/// An insert of `(id, 'x' × pad)` into `s.<table>` (for tests).
+#[cfg(test)]
+pub(crate) fn sample_insert(table: &str, id: i64, pad: usize) -> RowsChange {
+    let spec = |index: u32, name: &str, type_code: u8, length: u32| ColumnSpec {
+        index,
+        name: name.into(),
+        type_code,
+        type_name: name.to_uppercase(),
+        length,
+        nullable: true,
+        ..ColumnSpec::default()
+    };
+    RowsChange {
+        schema: "s".into(),
+        table: table.into(),
+        action: RowAction::Insert,
+        columns: vec![spec(1, "id", 3, 0), spec(2, "b", 252, 3)],
+        keys: Vec::new(),
+        rows: vec![crate::thl::RowChange {
+            before: None,
+            after: Some(vec![Value::Int(id), Value::bytes(vec![b'x'; pad])]),
+        }],
     }
 }
 
@@ -1087,20 +1222,8 @@ mod tests {
         let ends = append_changes(&mut out, &tx, 7, 0).expect("encodes");
         assert_eq!(ends, vec![out.len()], "one group");
         // two table maps, then four rows events; only the last ends the statement
-        let mut types = Vec::new();
-        let mut rest = &out[..];
-        while !rest.is_empty() {
-            let size = u32::from_le_bytes([rest[9], rest[10], rest[11], rest[12]]) as usize;
-            let flags = if rest[4] == TABLE_MAP {
-                None
-            } else {
-                Some(u16::from_le_bytes([rest[25], rest[26]]))
-            };
-            types.push((rest[4], flags));
-            rest = &rest[size..];
-        }
         assert_eq!(
-            types,
+            layout(&out),
             vec![
                 (TABLE_MAP, None),
                 (TABLE_MAP, None),
@@ -1114,6 +1237,59 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert_eq!(got[1], (Some(vec![Value::Int(2), Value::Int(0)]), None));
         assert_eq!(got[3], (None, Some(vec![Value::Int(4), Value::Int(1)])));
+    }
+
+    #[test]
+    fn a_block_of_transactions_is_one_group_with_one_table_map_per_table() {
+        let mut ids = TableIds::default();
+        let txs: Vec<TxEvents> = [("a", 1), ("b", 2), ("a", 3)]
+            .iter()
+            .map(|&(t, id)| {
+                encode_changes(&mut ids, [&sample_insert(t, id, 10)], 7, 0).expect("encodes")
+            })
+            .collect();
+        assert_eq!(txs[0].maps[0].0, txs[2].maps[0].0, "a table keeps its id");
+        assert_ne!(txs[0].maps[0].0, txs[1].maps[0].0);
+        let mut j = Joiner::default();
+        assert!(j.is_empty());
+        txs.iter().for_each(|t| j.push(t));
+        let (out, ends) = j.finish();
+        assert_eq!(ends, vec![out.len()], "one group");
+        assert_eq!(
+            layout(&out),
+            vec![
+                (TABLE_MAP, None),
+                (TABLE_MAP, None),
+                (WRITE_ROWS_V1, Some(0)),
+                (WRITE_ROWS_V1, Some(0)),
+                (WRITE_ROWS_V1, Some(STMT_END_F)),
+            ]
+        );
+        let specs = sample_insert("a", 0, 0).columns;
+        let ids: Vec<_> = decode(&out, &specs)
+            .into_iter()
+            .map(|(_, a)| a.expect("after image")[0].clone())
+            .collect();
+        assert_eq!(ids, vec![Value::Int(1), Value::Int(2), Value::Int(3)]);
+        // a group closes once it passes GROUP_BYTES: three changes of
+        // 400 kB make a group of two and one of one, each with its map
+        let mut j = Joiner::default();
+        for id in 0..3 {
+            let big = sample_insert("a", id, 400_000);
+            j.push(&encode_changes(&mut TableIds::default(), [&big], 7, 0).expect("encodes"));
+        }
+        let (out, ends) = j.finish();
+        assert_eq!(ends.len(), 2, "{ends:?}");
+        assert_eq!(
+            layout(&out),
+            vec![
+                (TABLE_MAP, None),
+                (WRITE_ROWS_V1, Some(0)),
+                (WRITE_ROWS_V1, Some(STMT_END_F)),
+                (TABLE_MAP, None),
+                (WRITE_ROWS_V1, Some(STMT_END_F)),
+            ]
+        );
     }
 
     #[test]
