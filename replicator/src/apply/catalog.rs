@@ -10,7 +10,7 @@
 
 use super::plan::StoredRow;
 use super::sql;
-use crate::extract::service_schema;
+use crate::extract::{service_schema, service_tag};
 use crate::thl::{now_us, ThlEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -124,10 +124,13 @@ fn e(err: mysql_async::Error) -> String {
 /// restarts from (the row with the lowest seqno).
 pub async fn ensure_catalog(conn: &mut Conn, service: &str) -> Result<Position, String> {
     let schema = service_schema(service);
-    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{schema}`"))
+    // tagged like applied statements, so that another service extracting
+    // from this database leaves them out
+    let tag = service_tag(service);
+    conn.query_drop(format!("{tag}CREATE DATABASE IF NOT EXISTS `{schema}`"))
         .await
         .map_err(e)?;
-    conn.query_drop(trep_commit_seqno_ddl(&schema))
+    conn.query_drop(format!("{tag}{}", trep_commit_seqno_ddl(&schema)))
         .await
         .map_err(e)?;
     conn.query_drop(format!(

@@ -22,7 +22,7 @@ use super::batch::{self, Rows, TxSql};
 use super::catalog::{update_row_sql, Mark};
 use super::rowevents;
 use super::{sql, ApplierConfig, ApplyError, BATCH_BYTES};
-use crate::extract::service_schema;
+use crate::extract::{service_schema, service_tag};
 use crate::thl::{Change, ThlEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -451,7 +451,12 @@ impl Channel<'_> {
                     self.change_events(tx, r, id).await?;
                     continue;
                 }
-                let stmts = sql::change_sql(c).map_err(|e| Self::sql_err(tx, e))?;
+                let mut stmts = sql::change_sql(c).map_err(|e| Self::sql_err(tx, e))?;
+                if let (Change::Statement(_), Some(last)) = (c, stmts.last_mut()) {
+                    // tells another service's extractor on this database
+                    // that the statement is ours (see extract::applied_by_other)
+                    last.splice(0..0, service_tag(&self.cfg.service).into_bytes());
+                }
                 for q in stmts {
                     let r = self.conn.query_drop(q.as_slice()).await;
                     // CREATE/DROP DATABASE are logged with the database they

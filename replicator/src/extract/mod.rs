@@ -34,6 +34,37 @@ pub fn service_schema(service: &str) -> String {
     format!("tungsten_{service}")
 }
 
+/// The tag an applier puts before each statement it runs (as Tungsten's
+/// applier does): `/* ___SERVICE___ = [<service>] */ `. Row changes need
+/// none: the applier updates `tungsten_<service>.trep_commit_seqno` in the
+/// same transaction.
+pub fn service_tag(service: &str) -> String {
+    format!("{TAG_OPEN}{service}] */ ")
+}
+
+const TAG_OPEN: &str = "/* ___SERVICE___ = [";
+
+/// The other service whose applier wrote a transaction into this binlog,
+/// if any: its rows touch `tungsten_<that>.trep_commit_seqno`, or a
+/// statement starts with that service's [`service_tag`]. The extractor of
+/// `own` leaves such transactions out, so that services replicating in
+/// both directions between two databases (`east` from A to B, `west` from
+/// B to A) do not send each other's transactions back.
+pub fn applied_by_other<'a>(changes: &'a [Change], own: &str) -> Option<&'a str> {
+    changes.iter().find_map(|c| {
+        let name = match c {
+            Change::Rows(r) if r.table == "trep_commit_seqno" => r.schema.strip_prefix("tungsten_"),
+            Change::Rows(_) => None,
+            Change::Statement(s) => s
+                .sql
+                .strip_prefix(TAG_OPEN.as_bytes())
+                .and_then(|rest| rest.split(|&b| b == b']').next())
+                .and_then(|n| std::str::from_utf8(n).ok()),
+        };
+        name.filter(|n| *n != own)
+    })
+}
+
 /// Metadata key naming the heartbeat a transaction carries.
 pub const HEARTBEAT_META: &str = "heartbeat";
 
@@ -77,6 +108,8 @@ pub struct Pipeline {
     heartbeat_schema: String,
     next_seqno: u64,
     pos: BinlogPos,
+    /// Services whose transactions were left out (each logged once).
+    others: Vec<String>,
 }
 
 impl Pipeline {
@@ -95,6 +128,7 @@ impl Pipeline {
             ident,
             next_seqno,
             pos,
+            others: Vec::new(),
         }
     }
 
@@ -181,6 +215,18 @@ impl Pipeline {
         if tx.has_ddl {
             self.decoder.schema_cache.clear();
         }
+        if let Some(other) = applied_by_other(&tx.changes, &self.ident.service) {
+            if !self.others.iter().any(|o| o == other) {
+                tracing::info!(
+                    service = %self.ident.service, other, position = %self.pos,
+                    "leaving out transactions applied here by another service's replicator \
+                     (they are that service's)"
+                );
+                self.others.push(other.to_string());
+            }
+            tracing::debug!(other, position = %self.pos, "left out: applied by another service");
+            return Ok(Step::Nothing);
+        }
         Ok(Step::Transaction(Box::new(self.stamp(tx))))
     }
 
@@ -222,4 +268,48 @@ fn heartbeat_name(changes: &[Change], schema: &str) -> Option<String> {
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thl::{RowAction, RowsChange, Statement};
+
+    fn rows(schema: &str, table: &str) -> Change {
+        Change::Rows(RowsChange {
+            schema: schema.into(),
+            table: table.into(),
+            action: RowAction::Update,
+            columns: Vec::new(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn another_services_applied_transactions_are_recognised() {
+        let data = rows("app", "t");
+        let marked = rows("tungsten_west", "trep_commit_seqno");
+        assert_eq!(
+            applied_by_other(&[data.clone(), marked.clone()], "east"),
+            Some("west")
+        );
+        // our own applier's marker, other tungsten tables, plain data: ours
+        assert_eq!(applied_by_other(&[data.clone(), marked], "west"), None);
+        assert_eq!(
+            applied_by_other(&[rows("tungsten_west", "heartbeat")], "east"),
+            None
+        );
+        assert_eq!(applied_by_other(&[data], "east"), None);
+        let tagged = format!("{}CREATE TABLE app.t (id INT)", service_tag("west"));
+        let st = |sql: &str| Change::Statement(Statement::new(sql));
+        assert_eq!(applied_by_other(&[st(&tagged)], "east"), Some("west"));
+        assert_eq!(applied_by_other(&[st(&tagged)], "west"), None);
+        // only a leading tag counts (user text may contain anything)
+        let inside = format!(
+            "CREATE TABLE app.t (id INT) COMMENT '{}'",
+            service_tag("west")
+        );
+        assert_eq!(applied_by_other(&[st(&inside)], "east"), None);
+    }
 }
