@@ -9,6 +9,7 @@
 #   CHANNELS="1 4" RATE=300 LAT_TIME=20 SKIP_SINGLE=0 SKIP_MULTI=0 SKIP_LATENCY=0 benches/apply.sh
 #   REPLICA_EXTRA="--binlog-cache-size=4M" benches/apply.sh   # more options, every replica
 #   ROW_APPLY=sql benches/apply.sh            # carbide replicas apply rows as SQL (default: auto)
+#   CHANNELS="4 4" ACTIVE="0 4" benches/apply.sh   # per replica --active-channels (default 0: one per core)
 #   PERF=1 [PERF_DIR=/tmp/keep] benches/apply.sh   # perf record -g each catch-up, print the top symbols
 #
 # One primary (binlog ROW, FULL image, FULL metadata) and, of that primary,
@@ -24,8 +25,9 @@
 # thread running, relay log filled), each carbide replica's database is
 # held under FLUSH TABLES WITH READ LOCK (its replicator keeps pulling THL;
 # the applier waits on its first statement). Then each replica catches up
-# alone (native first), timed from START SLAVE SQL_THREAD / UNLOCK TABLES
-# until it has applied the last transaction:
+# alone (native first, each once the machine's CPUs are idle again: InnoDB
+# purge and flushing outlast a catch-up by seconds), timed from START SLAVE
+# SQL_THREAD / UNLOCK TABLES until it has applied the last transaction:
 #   1. sysbench oltp_write_only on one schema for BENCH_TIME s;
 #   2. four sysbench oltp_write_only runs at once, one per schema (MULTI_DBS).
 # Then, with every replica running, latency commit-on-primary →
@@ -131,8 +133,10 @@ done
 PIDS+=($!)
 wait_online "$MADMIN"
 i=0; RPIDS=()
+read -r -a ACTIVES <<<"${ACTIVE:-}"
 for c in $CHANNELS; do
-  "$REPL" --config "$W/carbide.toml" --member "r$i" --channels "$c" --row-apply "${ROW_APPLY:-auto}" 2>"$W/r$i.log" &
+  "$REPL" --config "$W/carbide.toml" --member "r$i" --channels "$c" --row-apply "${ROW_APPLY:-auto}" \
+    --active-channels "${ACTIVES[$i]:-0}" 2>"$W/r$i.log" &
   PIDS+=($!); RPIDS+=($!)
   i=$((i + 1))
 done
@@ -162,6 +166,11 @@ NPID, CPIDS, RPIDS = sys.argv[16], sys.argv[17].split(), sys.argv[18].split()
 PERF, W, SKIP_SINGLE, ROUNDS = sys.argv[19] == "1", sys.argv[20], sys.argv[21], int(sys.argv[22])
 BENCH_TIME, THREADS, RATE, LAT_TIME = int(BENCH_TIME), int(THREADS), int(RATE), int(LAT_TIME)
 TICK = os.sysconf("SC_CLK_TCK")
+# the name of carbide replica i (with its --active-channels when ACTIVE is set, and
+# r<i> when two replicas have the same channel count)
+ACTIVE = os.environ.get("ACTIVE", "").split()
+LABELS = [f"carbide {c}ch" + (f" a{ACTIVE[i]}" if i < len(ACTIVE) else "")
+          + (f" r{i}" if CHANNELS.count(c) > 1 else "") for i, c in enumerate(CHANNELS)]
 
 def cpu(pid):
     """CPU seconds used so far by a process (all its threads)."""
@@ -180,6 +189,24 @@ def threads(pid):
         except OSError:
             pass
     return out
+
+def quiet(limit=20.0, busy=0.15):
+    """Waits (up to `limit` s) until this machine's CPUs are mostly idle
+    (under `busy` for half a second): InnoDB purge and page flushing go on
+    for seconds after a large catch-up or load, and would otherwise run
+    into the next replica's timed catch-up."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    end, a = time.time() + limit, snap()
+    while time.time() < end:
+        time.sleep(0.5)
+        b = snap()
+        total, idle = b[0] - a[0], b[1] - a[1]
+        if total > 0 and 1 - idle / total < busy:
+            return
+        a = b
 
 def busiest(before, after):
     """CPU seconds of the thread that used the most between two snapshots."""
@@ -298,6 +325,7 @@ def backlog(title, runs):
     print(f"  primary: {rate:.0f} tx/s for {BENCH_TIME} s; backlog {n} transactions "
           f"(THL seqno {s0 + 1}..{target}); every replica holds it locally")
     res, cpus = {}, {}
+    quiet()
     c0, th0 = cpu(NPID), threads(NPID)
     h = perf_start([NPID], "native")
     t0 = time.time()
@@ -305,19 +333,20 @@ def backlog(title, runs):
     res["native"] = time.time() - t0
     cpus["native"] = (cpu(NPID) - c0, 0.0, busiest(th0, threads(NPID)), 0.0)
     perf_stop(h)
-    for c, a, lock, dbpid, rpid in zip(CHANNELS, CADMIN, locks, CPIDS, RPIDS):
+    for c, label, a, lock, dbpid, rpid in zip(CHANNELS, LABELS, CADMIN, locks, CPIDS, RPIDS):
+        quiet()
         c0, r0, th0, rt0 = cpu(dbpid), cpu(rpid), threads(dbpid), threads(rpid)
         h = perf_start([dbpid, rpid], f"carbide{c}")
         t0 = time.time()
         lock.run("UNLOCK TABLES; SELECT 'unlocked'")
         wait_until("carbide catch-up", lambda: status(a)["appliedLastSeqno"] >= target, every=0.01)
-        res[f"carbide {c}ch"] = time.time() - t0
-        cpus[f"carbide {c}ch"] = (cpu(dbpid) - c0, cpu(rpid) - r0, busiest(th0, threads(dbpid)),
+        res[label] = time.time() - t0
+        cpus[label] = (cpu(dbpid) - c0, cpu(rpid) - r0, busiest(th0, threads(dbpid)),
                                   busiest(rt0, threads(rpid)))
         perf_stop(h)
         lock.close()
         st = status(a)
-        if st["state"] != "ONLINE": sys.exit(f"carbide {c}ch: {st['state']} {st['pendingError']}")
+        if st["state"] != "ONLINE": sys.exit(f"{label}: {st['state']} {st['pendingError']}")
     base = n / res["native"]
     print(f"  {'replica':<14} {'seconds':>8} {'tx/s':>8} {'vs native':>9}   cpu s: {'mariadbd':>8} "
           f"{'(busiest thread)':>16} {'replicator':>10} {'(busiest)':>9}")
@@ -373,7 +402,7 @@ if SKIP_LATENCY != "1":
             seen = max(seen, m)
             time.sleep(0.002)
         s.close()
-    names = ["native"] + [f"carbide {c}ch" for c in CHANNELS]
+    names = ["native"] + LABELS
     lats = {k: [] for k in names}
     threads = [threading.Thread(target=writer)]
     threads += [threading.Thread(target=poller, args=(port, lats[k])) for k, port in zip(names, [N] + CPORTS)]

@@ -219,7 +219,14 @@ async fn four_channels_under_load_kill9_and_channel_count_change() {
     }
     assert!(unequal, "the kill always found equal rows");
     drop(d2);
-    let d2 = Replicator::start(&cfg, "db2", ps, &log, &["--channels", "2"]);
+    // two channels taking turns (one applies at a time)
+    let d2 = Replicator::start(
+        &cfg,
+        "db2",
+        ps,
+        &log,
+        &["--channels", "2", "--active-channels", "1"],
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::SeqCst);
     let w2 = load.await.unwrap();
@@ -236,6 +243,8 @@ async fn four_channels_under_load_kill9_and_channel_count_change() {
         "{}",
         d2.log_text()
     );
+    let plain = d2.log_plain();
+    assert!(plain.contains("channels=2 active_channels=1"), "{plain}");
     // a clean stop leaves one row per channel, all at the same seqno
     trepctl_ok(ps, &["offline"]);
     trepctl_ok(ps, &["wait", "-state", "OFFLINE:NORMAL", "-limit", "30"]);

@@ -15,8 +15,11 @@
 //! trip, one answer); see `batch.rs`. A block that fails on a server
 //! error is rolled back and replayed statement by statement to name the
 //! failing seqno and statement; transactions with statements (DDL) are
-//! applied alone, statement by statement. A [`Report`] leaves for every
-//! block committed and for the failure that stops the channel.
+//! applied alone, statement by statement. A channel takes its turn at a
+//! [`Gate`] shared by the channels before it gathers and applies a block:
+//! at most `--active-channels` (default one per CPU core) apply at once,
+//! and the others gather bigger blocks meanwhile. A [`Report`] leaves for
+//! every block committed and for the failure that stops the channel.
 
 use super::batch::{self, Rows, TxSql};
 use super::catalog::{update_row_sql, Mark};
@@ -192,6 +195,7 @@ pub fn run(
     rx: Receiver<Work>,
     reports: Sender<Report>,
     abort: &AtomicBool,
+    gate: &Gate,
 ) {
     let failed = |error| {
         let _ = reports.send(Report::Failed { channel: id, error });
@@ -257,7 +261,7 @@ pub fn run(
         if abort.load(Ordering::SeqCst) {
             break;
         }
-        let block = match first {
+        let (block, permit) = match first {
             Work::Checkpoint(m) => {
                 let q = update_row_sql(&ch.schema, id, &m);
                 match rt.block_on(ch.conn.query_drop(q.as_str())) {
@@ -283,6 +287,8 @@ pub fn run(
             }
             Work::Tx(t) => {
                 let alone = t.alone;
+                // waiting for a turn lets more transactions queue up
+                let permit = gate.enter();
                 let mut block = vec![t];
                 while !alone && block.len() < max {
                     match rx.try_recv() {
@@ -294,10 +300,12 @@ pub fn run(
                         Err(_) => break,
                     }
                 }
-                block
+                (block, permit)
             }
         };
-        match rt.block_on(ch.apply_block(&block)) {
+        let r = rt.block_on(ch.apply_block(&block));
+        drop(permit);
+        match r {
             Ok(()) => {
                 blocks += 1;
                 transactions += block.len() as u64;
@@ -322,6 +330,46 @@ pub fn run(
         "apply channel stopped"
     );
     let _ = rt.block_on(ch.conn.disconnect());
+}
+
+/// How many channels may apply a block at the same time (the others
+/// queue more transactions for their next block meanwhile).
+#[derive(Debug)]
+pub struct Gate {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A channel's turn to apply a block; the next waiting channel's when
+/// dropped.
+pub struct Permit<'a>(&'a Gate);
+
+impl Gate {
+    /// A gate letting `n` (at least 1) channels through at once.
+    pub fn new(n: usize) -> Gate {
+        Gate {
+            free: std::sync::Mutex::new(n.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a turn.
+    pub fn enter(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 struct Channel<'a> {
@@ -538,5 +586,39 @@ impl Channel<'_> {
                 error: other.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_gate_lets_at_most_n_through() {
+        for n in [1, 2] {
+            let gate = Gate::new(n);
+            let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        for _ in 0..50 {
+                            let _p = gate.enter();
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+            let most = most.load(Ordering::SeqCst);
+            assert!(
+                (1..=n).contains(&most),
+                "gate of {n}: {most} inside at once"
+            );
+        }
+        // 0 is taken as 1, not as a gate nobody passes
+        drop(Gate::new(0).enter());
     }
 }

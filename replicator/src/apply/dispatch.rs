@@ -42,6 +42,17 @@ const QUIET_CHECKPOINT: Duration = Duration::from_secs(1);
 /// not fill memory. A channel with nothing queued always takes one.
 const CHANNEL_BYTES: usize = 32 << 20;
 
+/// How many of `n` channels may apply at once for the setting `active`
+/// (0: one per CPU core of this host).
+pub fn active_channels(active: usize, n: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    match active {
+        0 => cores,
+        a => a,
+    }
+    .clamp(1, n.max(1))
+}
+
 /// One run of the channels.
 pub struct Run<'a> {
     /// Settings.
@@ -66,16 +77,19 @@ pub fn run(
     let n = r.pos.len().max(1);
     let cap = 5 * r.cfg.block_commit.max(1);
     let abort = AtomicBool::new(false);
+    let gate = channel::Gate::new(active_channels(r.cfg.active_channels, n));
     std::thread::scope(|scope| {
         let (rep_tx, rep_rx) = mpsc::channel();
         let mut queues = Vec::with_capacity(n);
         for id in 0..n {
             let (tx, rx) = mpsc::sync_channel(cap);
             let reports = rep_tx.clone();
-            let (cfg, abort) = (r.cfg, &abort);
+            let (cfg, abort, gate) = (r.cfg, &abort, &gate);
             let spawned = std::thread::Builder::new()
                 .name(format!("apply-{}-{id}", r.cfg.service))
-                .spawn_scoped(scope, move || channel::run(cfg, id, rx, reports, abort));
+                .spawn_scoped(scope, move || {
+                    channel::run(cfg, id, rx, reports, abort, gate)
+                });
             if let Err(e) = spawned {
                 abort.store(true, Ordering::SeqCst);
                 return Err(ApplyError::Database {
@@ -139,11 +153,14 @@ impl Dispatcher<'_> {
             0 => reader.first_seqno().unwrap_or(0),
             s => s as u64,
         };
-        tracing::info!(service = %cfg.service, from, channels = self.sched.channels(), "applier starting");
+        let n = self.sched.channels();
+        tracing::info!(
+            service = %cfg.service, from, channels = n,
+            active_channels = active_channels(cfg.active_channels, n), "applier starting"
+        );
         self.publish(true);
         let mut tail = reader.tail(from, durable.clone());
         let mut asm = Reassembler::default();
-        let n = self.sched.channels();
         loop {
             self.drain(Duration::ZERO)?;
             let last = self.sched.last_seen();

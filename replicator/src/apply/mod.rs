@@ -68,6 +68,9 @@ pub struct ApplierConfig {
     pub block_commit: usize,
     /// Apply channels (parallel apply by shard; 1 = serial).
     pub channels: usize,
+    /// Most channels applying a block at the same time (0: one per CPU
+    /// core; `--active-channels`).
+    pub active_channels: usize,
     /// This member's name: transactions extracted here (source id equal to
     /// it, e.g. after a role change) are already in the database and are
     /// only recorded as applied.

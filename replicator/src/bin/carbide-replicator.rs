@@ -71,6 +71,12 @@ struct Args {
     /// rows differ).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     channels: u16,
+    /// Applier: most channels applying a block at the same time; 0 (the
+    /// default) is one per CPU core of this host. A channel waiting for its
+    /// turn gathers more transactions into its next block, and the database
+    /// is spared more concurrent transactions than it has cores for.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    active_channels: u16,
     /// Applier: how row changes reach the database. `events`: as binlog
     /// row events in BINLOG statements, applied by the server's own
     /// replication code (no SQL parsing; needs the BINLOG REPLAY privilege;
@@ -162,6 +168,7 @@ fn main() -> ExitCode {
             master_thl,
             block_commit: args.block_commit.max(1),
             channels: usize::from(args.channels),
+            active_channels: usize::from(args.active_channels),
             row_apply: args.row_apply,
             thl_tls_ca: args.thl_tls_ca.clone(),
             name: cfg.service.name.clone(),

@@ -80,6 +80,8 @@ pub struct ServiceSpec {
     pub block_commit: usize,
     /// Applier: parallel apply channels (by shard).
     pub channels: usize,
+    /// Applier: most channels applying at once (0: one per CPU core).
+    pub active_channels: usize,
     /// Applier: how row changes are applied.
     pub row_apply: crate::apply::RowApply,
     /// Connect to the master's THL server with TLS, trusting this CA
@@ -391,6 +393,7 @@ impl Service {
             thl_dir: ex.thl_dir.clone(),
             block_commit: self.spec.block_commit,
             channels: self.spec.channels,
+            active_channels: self.spec.active_channels,
             member: self.spec.member.clone(),
             skip,
             row_apply: self.spec.row_apply,
