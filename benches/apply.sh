@@ -363,6 +363,12 @@ def rounds(title, runs):
         med = {k: statistics.median(r[k] for r in all) for k in all[0]}
         print(f"  median of {ROUNDS} rounds: " + ", ".join(
             f"{k} {v:.0f} tx/s ({v / med['native']:.2f}x)" for k, v in med.items()))
+        # each round's ratio is measured side by side, so its median is the
+        # steadier figure when the machine's speed drifts between rounds
+        print("  ratio to native, per round: " + "; ".join(
+            f"{k} " + " / ".join(f"{r[k] / r['native']:.2f}" for r in all)
+            + f" (median {statistics.median(r[k] / r['native'] for r in all):.2f}x)"
+            for k in all[0] if k != "native"))
 
 if SKIP_SINGLE != "1":
     rounds(f"1. backlog: sysbench oltp_write_only, sbtest ({TABLES} tables), {THREADS} threads, {BENCH_TIME} s",

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::replicator::{trepctl_ok, Replicator};
+use support::replicator::{service_status, trepctl_ok, Replicator};
 use support::{free_port, MariaDb};
 
 fn config(
@@ -39,10 +39,6 @@ fn config(
     let p = dir.join(format!("{service}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn svc_status(port: u16, service: &str) -> serde_json::Value {
-    serde_json::from_str(&trepctl_ok(port, &["-service", service, "status", "-json"])).unwrap()
 }
 
 async fn schema_checksums(db: &MariaDb, schema: &str) -> BTreeMap<String, u64> {
@@ -99,11 +95,13 @@ async fn one_replicator_applies_two_services() {
         let rows: Vec<(String, u64, String, String)> = db.query("SHOW MASTER STATUS").await;
         let want = format!("{}:{:016};-1", rows[0].0, rows[0].1);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while svc_status(port, s)["appliedLastEventId"] != want.as_str() {
+        while service_status(port, s)["appliedLastEventId"] != want.as_str() {
             assert!(Instant::now() < deadline, "{s} not extracted");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let target = svc_status(port, s)["maximumStoredSeqNo"].as_i64().unwrap();
+        let target = service_status(port, s)["maximumStoredSeqNo"]
+            .as_i64()
+            .unwrap();
         trepctl_ok(
             a3,
             &[

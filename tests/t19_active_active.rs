@@ -12,7 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::replicator::{bin, trepctl_ok, Replicator};
+use support::replicator::{bin, service_status, trepctl_ok, Replicator};
 use support::{free_port, MariaDb};
 
 /// A config for `service` with members a and b (`master` names the
@@ -45,10 +45,6 @@ fn config(
     p
 }
 
-fn svc(port: u16, service: &str) -> serde_json::Value {
-    serde_json::from_str(&trepctl_ok(port, &["-service", service, "status", "-json"])).unwrap()
-}
-
 /// Waits until `service`'s slave (admin port `slave`) has applied all its
 /// master (admin port `master`) has stored, once the master has extracted
 /// up to the end of `db`'s binlog.
@@ -60,7 +56,7 @@ async fn wait_synced(db: &MariaDb, service: &str, master: u16, slave: u16) {
     // stored seqno to stay put instead when the end is not extracted
     let mut last = (-2, std::time::Instant::now());
     loop {
-        let st = svc(master, service);
+        let st = service_status(master, service);
         let max = st["maximumStoredSeqNo"].as_i64().unwrap_or(-1);
         if st["appliedLastEventId"] == want.as_str() {
             break;
@@ -76,7 +72,9 @@ async fn wait_synced(db: &MariaDb, service: &str, master: u16, slave: u16) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let target = svc(master, service)["maximumStoredSeqNo"].as_i64().unwrap();
+    let target = service_status(master, service)["maximumStoredSeqNo"]
+        .as_i64()
+        .unwrap();
     trepctl_ok(
         slave,
         &[
@@ -195,7 +193,7 @@ async fn east_and_west_replicate_both_ways_without_looping() {
     }
     for port in [pa, pb] {
         for s in ["east", "west"] {
-            let st = svc(port, s);
+            let st = service_status(port, s);
             assert_eq!(st["state"], "ONLINE", "{s} on {port}: {st}");
         }
     }

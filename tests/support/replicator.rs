@@ -158,6 +158,12 @@ pub fn status(port: u16) -> Value {
     serde_json::from_str(&trepctl_ok(port, &["status", "-json"])).expect("status JSON")
 }
 
+/// `trepctl -service SERVICE status -json` of a multi-service process.
+pub fn service_status(port: u16, service: &str) -> Value {
+    serde_json::from_str(&trepctl_ok(port, &["-service", service, "status", "-json"]))
+        .expect("status JSON")
+}
+
 /// Waits until `f(status)` holds, up to `secs`; panics with the last status.
 pub async fn wait_status(port: u16, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
