@@ -1,6 +1,10 @@
 //! A primary and two replicas kept in sync by carbide-replicator alone
-//! under sysbench read-write load, with a `kill -9` of one replica's
-//! replicator in the middle: afterwards all three hold identical data.
+//! under sysbench read-write load for two minutes (`CARBIDE_SOAK_SECS`
+//! shortens it while iterating), with a `kill -9` of a slave's
+//! replicator, then of the master's replicator, then of a replica's
+//! database, each restarted: afterwards all three hold identical data
+//! (oltp_read_write's `k = k + 1` updates would show a transaction
+//! applied twice or lost).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -10,10 +14,19 @@ use std::time::{Duration, Instant};
 use support::replicator::{status, trepctl_ok, wait_status, Replicator};
 use support::{free_port, MariaDb};
 
+/// Seconds of load.
+fn soak_secs() -> u64 {
+    std::env::var("CARBIDE_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120)
+        .max(8)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_stay_identical_under_sysbench() {
     let db1 = MariaDb::start().await;
-    let db2 = MariaDb::builder().arg("--read-only=ON").start().await;
+    let mut db2 = MariaDb::builder().arg("--read-only=ON").start().await;
     let db3 = MariaDb::builder().arg("--read-only=ON").start().await;
     let dir = tempfile::tempdir().unwrap();
     let admin = [free_port(), free_port(), free_port()];
@@ -39,9 +52,9 @@ async fn two_replicas_stay_identical_under_sysbench() {
     let cfg = dir.path().join("carbide.toml");
     std::fs::write(&cfg, text).unwrap();
     let log = |n: &str| dir.path().join(format!("{n}.log"));
-    let _d1 = Replicator::start(&cfg, "db1", admin[0], &log("db1"), &[]);
+    let mut d1 = Replicator::start(&cfg, "db1", admin[0], &log("db1"), &[]);
     trepctl_ok(admin[0], &["wait", "-state", "ONLINE", "-limit", "30"]);
-    let _d2 = Replicator::start(&cfg, "db2", admin[1], &log("db2"), &[]);
+    let d2 = Replicator::start(&cfg, "db2", admin[1], &log("db2"), &[]);
     let mut d3 = Replicator::start(&cfg, "db3", admin[2], &log("db3"), &[]);
     for p in &admin[1..] {
         wait_status(*p, 30, "ONLINE", |st| st["state"] == "ONLINE").await;
@@ -72,15 +85,27 @@ async fn two_replicas_stay_identical_under_sysbench() {
         })
     };
     sysbench(vec!["prepare".into()]).join().unwrap();
-    let run = sysbench(
-        ["--threads=4", "--time=8", "--report-interval=0", "run"]
-            .map(String::from)
-            .to_vec(),
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    d3.kill9();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let secs = soak_secs();
+    let run = sysbench(vec![
+        "--threads=4".into(),
+        format!("--time={secs}"),
+        "--report-interval=0".into(),
+        "run".into(),
+    ]);
+    let quarter = Duration::from_secs(secs) / 4;
+    let pause = Duration::from_millis(500);
+    tokio::time::sleep(quarter).await;
+    d3.kill9(); // a slave's replicator
+    tokio::time::sleep(pause).await;
     d3.spawn();
+    tokio::time::sleep(quarter).await;
+    d1.kill9(); // the master's replicator
+    tokio::time::sleep(pause).await;
+    d1.spawn();
+    tokio::time::sleep(quarter).await;
+    db2.kill9().await; // a replica's database
+    tokio::time::sleep(pause).await;
+    db2.restart().await;
     let out = tokio::task::spawn_blocking(move || run.join().unwrap())
         .await
         .unwrap();
@@ -114,4 +139,13 @@ async fn two_replicas_stay_identical_under_sysbench() {
     assert!(c1.contains_key("sbtest.sbtest1"), "{c1:?}");
     assert_eq!(c1, db2.user_checksums().await);
     assert_eq!(c1, db3.user_checksums().await);
+    for p in &admin {
+        assert_eq!(status(*p)["state"], "ONLINE");
+    }
+    assert!(
+        d2.log_text().contains("applier lost its database"),
+        "{}",
+        d2.log_text()
+    );
+    drop((d1, d2, d3));
 }
