@@ -5,14 +5,14 @@
 //! (`dispatch.rs`), in seqno order: transactions, and checkpoints that move
 //! the row of an idle channel up to the low-water mark. Transactions come
 //! [`Prepared`]: their row changes already row events or SQL, built on
-//! the dispatcher's thread while this one waits for the server. The channel applies what is
-//! queued in blocks of up to `block_commit` transactions:
-//! one database transaction holding the block's row changes and the row
-//! update for its last transaction: as row events, `START TRANSACTION`,
-//! the block's events joined into one group (`SET @carbide_rows = ?`
-//! prepared, then `BINLOG`), and the
-//! row update with `COMMIT`; as SQL, one compound statement (one round
-//! trip, one answer); see `batch.rs`. A block that fails on a server
+//! the dispatcher's thread while this one waits for the server. The
+//! channel applies what is queued in blocks of up to `block_commit`
+//! transactions: one database transaction holding the block's row changes
+//! and the row update for its last transaction: as row events, `START
+//! TRANSACTION`, the block's events joined into one group (`SET
+//! @carbide_rows = ?` prepared, then `BINLOG`), and the row update with
+//! `COMMIT`; as SQL, one compound statement (one round trip, one answer);
+//! see `batch.rs`. A block that fails on a server
 //! error is rolled back and replayed statement by statement to name the
 //! failing seqno and statement; transactions with statements (DDL) are
 //! applied alone, statement by statement. A channel takes its turn at a
@@ -289,6 +289,9 @@ pub fn run(
                 let alone = t.alone;
                 // waiting for a turn lets more transactions queue up
                 let permit = gate.enter();
+                if abort.load(Ordering::SeqCst) {
+                    break;
+                }
                 let mut block = vec![t];
                 while !alone && block.len() < max {
                     match rx.try_recv() {

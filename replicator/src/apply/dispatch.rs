@@ -4,8 +4,11 @@
 //! from the lowest stored row + 1, reassembles fragments and hands every
 //! whole transaction to the pure [`Scheduler`] (`plan.rs`), which says
 //! whether to pass over it (applied before a restart), send it to its
-//! channel's bounded queue, or first wait until every channel has
-//! committed what it was sent (serialized transactions). Channels'
+//! channel's queue (bounded in transactions and in bytes), or first wait
+//! until every channel has committed what it was sent (serialized
+//! transactions). Transactions leave [`Prepared`] (row events with table
+//! ids from one [`TableIds`] for every channel, or SQL), and the channels
+//! share one [`channel::Gate`] (`--active-channels`). Channels'
 //! [`Report`]s come back on one queue; from them the scheduler keeps the
 //! low-water mark, which is published as [`ApplyProgress`], and the
 //! checkpoints sent to idle channels. On a stop request (now, at a seqno,

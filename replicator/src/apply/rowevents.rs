@@ -34,7 +34,7 @@
 //!   (`STMT_END_F`), column count, bitmap of the columns present (UPDATE:
 //!   before image, then after image), then per row a NULL bitmap over the
 //!   present columns and the non-NULL values in the server's packed
-//!   binary forms ([`append_value`]; temporal and DECIMAL big-endian).
+//!   binary forms (`append_value`; temporal and DECIMAL big-endian).
 //!
 //! What cannot be encoded exactly ([`Unsupported`]: a column missing from
 //! both images, pre-5.6 temporal types, MySQL binary JSON, a value that
