@@ -40,6 +40,7 @@ fn config(db: &MariaDb, thl: &Path, start: StartPosition) -> ExtractorConfig {
         heartbeat_period: Duration::from_secs(1),
         max_batch: 1000,
         max_batch_delay: Duration::from_millis(50),
+        leave_out: Vec::new(),
     }
 }
 

@@ -217,6 +217,13 @@ pub fn run(
         conn.query_drop(sql::SESSION_SETUP)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(id) = cfg.session_server_id {
+            // what this session writes into the binlog is the applier's
+            // (see extract::applier_server_id)
+            conn.query_drop(format!("SET SESSION server_id = {id}"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         if let Some(id) = cfg.event_server_id {
             // the annotation would repeat each BINLOG statement's text in
             // the replica's binlog
@@ -336,42 +343,58 @@ pub fn run(
 }
 
 /// How many channels may apply a block at the same time (the others
-/// queue more transactions for their next block meanwhile).
+/// queue more transactions for their next block meanwhile). Turns are
+/// taken in order of arrival, so a busy channel cannot keep the others
+/// out.
 #[derive(Debug)]
 pub struct Gate {
-    free: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
+    state: std::sync::Mutex<Turns>,
+    turned: std::sync::Condvar,
 }
 
-/// A channel's turn to apply a block; the next waiting channel's when
-/// dropped.
+/// Tickets handed out and turns ended: ticket `t` may go once
+/// `t < ended + n`.
+#[derive(Debug)]
+struct Turns {
+    n: u64,
+    next: u64,
+    ended: u64,
+}
+
+/// A channel's turn to apply a block; ends when dropped.
 pub struct Permit<'a>(&'a Gate);
 
 impl Gate {
     /// A gate letting `n` (at least 1) channels through at once.
     pub fn new(n: usize) -> Gate {
         Gate {
-            free: std::sync::Mutex::new(n.max(1)),
-            freed: std::sync::Condvar::new(),
+            state: std::sync::Mutex::new(Turns {
+                n: n.max(1) as u64,
+                next: 0,
+                ended: 0,
+            }),
+            turned: std::sync::Condvar::new(),
         }
     }
 
-    /// Waits for a turn.
+    /// Waits for a turn (after those who came first).
     pub fn enter(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = st.next;
+        st.next += 1;
+        while ticket >= st.ended + st.n {
+            st = self.turned.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        *free -= 1;
         Permit(self)
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.ended += 1;
+        // the next ticket may be any waiter's
+        self.0.turned.notify_all();
     }
 }
 
@@ -623,5 +646,26 @@ mod tests {
         }
         // 0 is taken as 1, not as a gate nobody passes
         drop(Gate::new(0).enter());
+        // turns go in order of arrival: a waiter goes before the holder's
+        // next turn
+        let gate = Gate::new(1);
+        let order = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            let first = gate.enter();
+            let waiter = s.spawn(|| {
+                let _p = gate.enter();
+                order.lock().unwrap().push("waiter");
+            });
+            // until the waiter holds its ticket
+            while gate.state.lock().unwrap().next < 2 {
+                std::thread::yield_now();
+            }
+            drop(first);
+            let _again = gate.enter();
+            order.lock().unwrap().push("holder again");
+            drop(_again);
+            waiter.join().unwrap();
+        });
+        assert_eq!(*order.lock().unwrap(), vec!["waiter", "holder again"]);
     }
 }

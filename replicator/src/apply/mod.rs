@@ -79,9 +79,14 @@ pub struct ApplierConfig {
     pub skip: Vec<u64>,
     /// How row changes reach the database (`--row-apply`).
     pub row_apply: RowApply,
-    /// Set by the applier at start, not by callers: the database's
-    /// server_id when it accepted row events (`BINLOG`), `None` for SQL.
+    /// Set by the applier at start, not by callers: the server_id of its
+    /// row events (`BINLOG`; its sessions' own, see `session_server_id`),
+    /// `None` for SQL.
     pub event_server_id: Option<u32>,
+    /// Set by the applier at start, not by callers: the session server_id
+    /// its connections take (`extract::applier_server_id`), `None` when
+    /// the database refused it.
+    pub session_server_id: Option<u32>,
 }
 
 /// How the applier applies row changes (`--row-apply`).
@@ -102,12 +107,26 @@ pub enum RowApply {
 /// server's refusal (typically: the user lacks `BINLOG REPLAY`).
 pub async fn probe_row_events(conn: &mut mysql_async::Conn) -> Result<u32, String> {
     use mysql_async::prelude::Queryable;
+    // the session's: the applier's own when `mark_session` set it
     let id: Option<u32> = conn
-        .query_first("SELECT @@server_id")
+        .query_first("SELECT @@session.server_id")
         .await
         .map_err(|e| e.to_string())?;
     let id = id.unwrap_or(0);
     conn.query_drop(channel::format_description_sql(id))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// Gives the session the service's applier server_id
+/// ([`crate::extract::applier_server_id`]): what it writes into the
+/// binlog then carries it. Needs `SUPER` (or, on MariaDB, the privilege
+/// to set `server_id`).
+pub async fn mark_session(conn: &mut mysql_async::Conn, service: &str) -> Result<u32, String> {
+    use mysql_async::prelude::Queryable;
+    let id = crate::extract::applier_server_id(service);
+    conn.query_drop(format!("SET SESSION server_id = {id}"))
         .await
         .map_err(|e| e.to_string())?;
     Ok(id)
@@ -258,6 +277,7 @@ fn session(
                 .connect()
                 .await
                 .map_err(|e| db_err(e.to_string()))?;
+            let marked = mark_session(&mut conn, &cfg.service).await;
             let events = match cfg.row_apply {
                 RowApply::Sql => Ok(None),
                 _ => probe_row_events(&mut conn).await.map(Some),
@@ -282,9 +302,24 @@ fn session(
             .await
             .map_err(db_err);
             let _ = conn.disconnect().await;
-            rows.map(|r| (r, events))
+            rows.map(|r| (r, events, marked))
         })?;
-        let (rows, events) = rows;
+        let (rows, events, marked) = rows;
+        let marked = match marked {
+            Ok(id) => Some(id),
+            Err(e) => {
+                if lost_since.is_none() {
+                    tracing::warn!(
+                        service = %cfg.service, error = %e,
+                        "cannot give the applier's sessions their own server_id (needs SUPER): \
+                         a service replicating back from this database (active/active) still \
+                         recognises applied rows and statements by their marks, but not DDL the \
+                         server logs in its own words (DROP TABLE) or non-transactional tables"
+                    );
+                }
+                None
+            }
+        };
         let events = match (events, cfg.row_apply) {
             (Ok(id), _) => id,
             (Err(e), RowApply::Events) => {
@@ -313,6 +348,7 @@ fn session(
         *lost_since = None;
         let resolved = ApplierConfig {
             event_server_id: events,
+            session_server_id: marked,
             ..cfg.clone()
         };
         let cfg = &resolved;

@@ -98,6 +98,36 @@ struct Args {
     thl_tls_ca: Option<PathBuf>,
 }
 
+/// The other services (of `all`) whose appliers write into `this`
+/// member's database what came from a database `this` service replicates
+/// to: their master is another member of `this` service, and `member` is
+/// not their master. Its extractor leaves their transactions out, so that
+/// two services replicating in opposite directions (`east` a→b, `west`
+/// b→a) do not loop, while a chain (`east` a→b, `south` b→c) passes
+/// east's transactions on to c.
+fn leave_out<'a>(
+    this: &carbide_config::Config,
+    all: impl Iterator<Item = &'a carbide_config::Config>,
+    member: &str,
+) -> Vec<String> {
+    use carbide_config::Role;
+    let ours: Vec<_> = this
+        .members
+        .iter()
+        .filter(|o| o.name != member)
+        .map(|o| &o.mysql)
+        .collect();
+    all.filter(|x| x.service.name != this.service.name)
+        .filter(|x| {
+            let master = x.members.iter().find(|o| o.role == Role::Master);
+            let local = x.member(member);
+            master.is_some_and(|mm| ours.contains(&&mm.mysql))
+                && local.is_some_and(|l| l.role != Role::Master)
+        })
+        .map(|x| x.service.name.clone())
+        .collect()
+}
+
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("carbide-replicator: {msg}");
     ExitCode::from(64)
@@ -128,11 +158,14 @@ fn main() -> ExitCode {
     let mut specs = Vec::new();
     let mut thl_listen = Vec::new();
     let mut listen = None;
+    let mut loaded = Vec::new();
     for path in &args.config {
-        let cfg = match carbide_config::Config::load(path) {
-            Ok(c) => c,
+        match carbide_config::Config::load(path) {
+            Ok(c) => loaded.push((path, c)),
             Err(e) => return usage_error(e),
-        };
+        }
+    }
+    for (path, cfg) in &loaded {
         let Some(m) = cfg.member(&args.member) else {
             let names: Vec<&str> = cfg.members.iter().map(|m| m.name.as_str()).collect();
             return usage_error(format!(
@@ -198,6 +231,7 @@ fn main() -> ExitCode {
                 heartbeat_period: Duration::from_millis(args.heartbeat_period_ms.max(10)),
                 max_batch: 2000,
                 max_batch_delay: Duration::from_millis(100),
+                leave_out: leave_out(cfg, loaded.iter().map(|(_, c)| c), &m.name),
             },
         });
     }
@@ -311,4 +345,47 @@ async fn run(
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leave_out;
+
+    /// A service over members (name, mysql port, role).
+    fn config(service: &str, members: &[(&str, u16, &str)]) -> carbide_config::Config {
+        let mut text = format!(
+            "[service]\nname = \"{service}\"\n[credentials]\nuser = \"root\"\n\
+             [replicator]\nthl-root = \"/tmp/thl\"\n"
+        );
+        for (i, (name, port, role)) in members.iter().enumerate() {
+            text.push_str(&format!(
+                "[[member]]\nname = \"{name}\"\nmysql = \"127.0.0.1:{port}\"\n\
+                 replicator = \"127.0.0.1:{}\"\nthl = \"127.0.0.1:{}\"\n\
+                 manager = \"127.0.0.1:{}\"\nrole = \"{role}\"\n",
+                10_000 + i,
+                11_000 + i,
+                12_000 + i
+            ));
+        }
+        carbide_config::Config::parse(&text, std::path::Path::new("t.toml")).expect("config")
+    }
+
+    #[test]
+    fn only_services_replicating_back_are_left_out() {
+        // active/active: east a→b, west b→a
+        let east = config("east", &[("a", 3306, "master"), ("b", 3307, "slave")]);
+        let west = config("west", &[("a", 3306, "slave"), ("b", 3307, "master")]);
+        let all = [east.clone(), west.clone()];
+        assert_eq!(leave_out(&east, all.iter(), "a"), vec!["west".to_string()]);
+        assert_eq!(leave_out(&west, all.iter(), "b"), vec!["east".to_string()]);
+        // a chain passes what it applied on: east a→b, south b→c
+        let south = config("south", &[("b", 3307, "master"), ("c", 3308, "slave")]);
+        let all = [east.clone(), south.clone()];
+        assert!(leave_out(&south, all.iter(), "b").is_empty());
+        // fan-in: two masters into one replica, nothing extracted there
+        let alpha = config("alpha", &[("m1", 3306, "master"), ("r", 3308, "slave")]);
+        let beta = config("beta", &[("m2", 3307, "master"), ("r", 3308, "slave")]);
+        let all = [alpha.clone(), beta];
+        assert!(leave_out(&alpha, all.iter(), "m1").is_empty());
+    }
 }

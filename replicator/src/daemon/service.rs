@@ -398,6 +398,7 @@ impl Service {
             skip,
             row_apply: self.spec.row_apply,
             event_server_id: None,
+            session_server_id: None,
         };
         let astop = stop.clone();
         let akill = Arc::clone(&kill_tx);

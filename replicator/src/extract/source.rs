@@ -103,6 +103,10 @@ pub struct ExtractorConfig {
     pub max_batch: usize,
     /// … and at least this often while transactions keep arriving.
     pub max_batch_delay: Duration,
+    /// Services whose appliers' transactions in this binlog are not
+    /// extracted (they came from a database this service replicates to;
+    /// see `Pipeline::leaving_out`).
+    pub leave_out: Vec<String>,
 }
 
 /// Published after every commit and state change.
@@ -236,7 +240,8 @@ async fn run_open(
     tracing::info!(service = %cfg.service, next_seqno = resume.next_seqno, start = ?start, "extractor starting");
     let mut st = State {
         cfg,
-        pipeline: Pipeline::new(ident, resume.next_seqno, BinlogPos::new("", 4), false),
+        pipeline: Pipeline::new(ident, resume.next_seqno, BinlogPos::new("", 4), false)
+            .leaving_out(&cfg.leave_out),
         writer,
         start,
         progress,
