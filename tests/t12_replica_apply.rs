@@ -579,4 +579,8 @@ async fn without_binlog_replay_the_applier_refuses_events_or_falls_back_to_sql()
         "{log}"
     );
     assert!(log.contains("applying row changes as SQL"), "{log}");
+    assert!(
+        log.contains("cannot give the applier's sessions their own server_id"),
+        "{log}"
+    );
 }

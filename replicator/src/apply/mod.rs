@@ -121,8 +121,8 @@ pub async fn probe_row_events(conn: &mut mysql_async::Conn) -> Result<u32, Strin
 
 /// Gives the session the service's applier server_id
 /// ([`crate::extract::applier_server_id`]): what it writes into the
-/// binlog then carries it. Needs `SUPER` (or, on MariaDB, the privilege
-/// to set `server_id`).
+/// binlog then carries it. Needs `BINLOG REPLAY` (MariaDB) or `SUPER`,
+/// as row events do.
 pub async fn mark_session(conn: &mut mysql_async::Conn, service: &str) -> Result<u32, String> {
     use mysql_async::prelude::Queryable;
     let id = crate::extract::applier_server_id(service);
@@ -311,7 +311,8 @@ fn session(
                 if lost_since.is_none() {
                     tracing::warn!(
                         service = %cfg.service, error = %e,
-                        "cannot give the applier's sessions their own server_id (needs SUPER): \
+                        "cannot give the applier's sessions their own server_id (needs BINLOG \
+                         REPLAY or SUPER): \
                          a service replicating back from this database (active/active) still \
                          recognises applied rows and statements by their marks, but not DDL the \
                          server logs in its own words (DROP TABLE) or non-transactional tables"
