@@ -176,3 +176,38 @@ async fn a_bad_config_exits_64_naming_the_key() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_carbide_holding_its_ports_is_a_warning_not_an_error() {
+    let db = MariaDb::start().await;
+    db.sql(GRANT_ALL).await;
+    let carbide = support::carbide::CarbideConfig::new(&db).start().await;
+    let (_, text) = validate(&carbide.path);
+    let ours = format!("in use by carbide (pid {})", carbide.pid());
+    let ports: Vec<&str> = text.lines().filter(|l| l.contains(" port ")).collect();
+    for key in ["connector.rw-listen", "connector.ro-listen"] {
+        let l = ports
+            .iter()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no {key} line:\n{text}"));
+        assert!(
+            l.starts_with("WARN  local") && l.contains(&ours),
+            "{l}\n{text}"
+        );
+    }
+    // a port held by another program is still an error
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let cfg = carbide.dir().join("other.toml");
+    let other = std::fs::read_to_string(&carbide.path).unwrap().replace(
+        &format!("rw-listen = \"127.0.0.1:{}\"", carbide.cfg.rw),
+        &format!("rw-listen = \"127.0.0.1:{busy_port}\""),
+    );
+    std::fs::write(&cfg, other).unwrap();
+    let (_, text) = validate(&cfg);
+    assert!(
+        text.lines().any(|l| l.starts_with("ERROR local")
+            && l.contains(&format!("127.0.0.1:{busy_port}: already in use"))),
+        "{text}"
+    );
+}

@@ -87,7 +87,8 @@ pub struct Facts {
     /// Per member (config order): the server facts, or why we could not get them.
     pub servers: Vec<(String, Result<ServerFacts, String>)>,
     /// Listen addresses on this host: (config key, address, bind result).
-    pub ports: Vec<(String, HostPort, Result<(), String>)>,
+    /// `Ok(Some(who))`: held by a carbide process.
+    pub ports: Vec<(String, HostPort, Result<Option<String>, String>)>,
     /// THL directories on this host: (member, dir, free MiB or the error).
     pub thl_dirs: Vec<(String, PathBuf, Result<u64, String>)>,
 }
@@ -299,12 +300,21 @@ pub fn evaluate(config: &Config, facts: &Facts) -> Vec<Check> {
     }
     for (key, addr, result) in &facts.ports {
         out.push(match result {
-            Ok(()) => Check {
+            Ok(None) => Check {
                 level: Level::Ok,
                 subject: "local".into(),
                 name: "port",
                 found: format!("{key} {addr} is free"),
                 fix: None,
+            },
+            Ok(Some(who)) => Check {
+                level: Level::Warn,
+                subject: "local".into(),
+                name: "port",
+                found: format!("{key} {addr}: in use by {who}"),
+                fix: Some(format!(
+                    "nothing, if that is this dataservice running; else stop it or change {key}"
+                )),
             },
             Err(e) => Check {
                 level: Level::Error,

@@ -144,17 +144,77 @@ async fn server_facts(config: &Config, m: &Member) -> Result<ServerFacts, String
     })
 }
 
-fn port_free(addr: &HostPort) -> Result<(), String> {
+/// `Ok(None)`: free; `Ok(Some(who))`: a carbide process listens there
+/// (this dataservice already running, most likely); `Err`: anything else.
+fn port_free(addr: &HostPort) -> Result<Option<String>, String> {
     let host = if addr.host.contains(':') {
         format!("[{}]", addr.host)
     } else {
         addr.host.clone()
     };
     match std::net::TcpListener::bind(format!("{host}:{}", addr.port)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err("already in use".into()),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match carbide_listener(addr.port) {
+            Some(who) => Ok(Some(who)),
+            None => Err("already in use".into()),
+        },
         Err(e) => Err(format!("cannot listen: {e}")),
     }
+}
+
+/// The carbide process listening on TCP `port` on this host, as
+/// `name (pid N)`, from Linux's `/proc` (listening sockets in
+/// `/proc/net/tcp{,6}`, their owners among `/proc/<pid>/fd`); `None` when
+/// another program holds it or `/proc` does not tell.
+fn carbide_listener(port: u16) -> Option<String> {
+    let mut sockets = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        // sl local_address rem_address st … inode (st 0A = LISTEN)
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let (Some(p), Some(&"0A"), Some(inode)) = (local_port, cols.get(3), cols.get(9)) {
+                if p == port {
+                    sockets.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = proc_dir.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|t| sockets.iter().any(|s| t.as_os_str() == s.as_str()))
+        });
+        if holds {
+            // the program's file name (`comm` cuts names at 15 bytes)
+            let cmdline = std::fs::read(proc_dir.path().join("cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+            let name = Path::new(&*String::from_utf8_lossy(argv0))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return name
+                .starts_with("carbide")
+                .then(|| format!("{name} (pid {pid})"));
+        }
+    }
+    None
 }
 
 /// Creates the directory if needed, proves it writable, returns free MiB.
