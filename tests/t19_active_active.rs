@@ -234,3 +234,38 @@ async fn east_and_west_replicate_both_ways_without_looping() {
     }
     drop((ra, rb));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_an_appliers_server_id_is_refused() {
+    // a's own writes would carry west's applier id and be left out by east
+    let id = carbide_replicator::extract::applier_server_id("west");
+    let db_a = MariaDb::builder().server_id(id).start().await;
+    let db_b = MariaDb::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let east = config(dir.path(), "east", (&db_a, &db_b), "a", (pa, pb));
+    let west = config(dir.path(), "west", (&db_a, &db_b), "b", (pa, pb));
+    let west_arg = west.to_str().unwrap().to_string();
+    let ra = Replicator::start(
+        &east,
+        "a",
+        pa,
+        &dir.path().join("a.log"),
+        &["--config", &west_arg],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let st = service_status(pa, "east");
+        if st["state"] == "OFFLINE:ERROR" {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let err = st["pendingError"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&format!("server_id {id} is the one service 'west'")),
+        "{st}"
+    );
+    drop(ra);
+}

@@ -361,6 +361,27 @@ impl State<'_> {
             .await
             .map_err(|e| src.err(e))?;
         let crc = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+        if !self.cfg.leave_out.is_empty() {
+            // what the database writes itself would be taken for an
+            // applier's and left out
+            let own: Option<u32> = conn
+                .query_first("SELECT @@global.server_id")
+                .await
+                .map_err(|e| src.err(e))?;
+            if let Some(other) = self
+                .cfg
+                .leave_out
+                .iter()
+                .find(|s| own == Some(super::applier_server_id(s)))
+            {
+                return Err(ExtractError::Config(format!(
+                    "the database's server_id {} is the one service '{other}'s applier gives its \
+                     sessions (its own writes would be left out as that service's): give the \
+                     database another server_id",
+                    own.unwrap_or_default()
+                )));
+            }
+        }
         let hb_ns = self.cfg.heartbeat_period.as_nanos().max(1_000_000);
         conn.query_drop(format!(
             "SET @master_binlog_checksum = @@global.binlog_checksum, \
