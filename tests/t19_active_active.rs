@@ -91,6 +91,40 @@ async fn wait_synced(db: &MariaDb, service: &str, master: u16, slave: u16) {
     );
 }
 
+/// The two services' configs for databases a and b, and the admin ports
+/// of the replicator process of each host (serving both services).
+struct Sites {
+    dir: tempfile::TempDir,
+    east: PathBuf,
+    west: PathBuf,
+    pa: u16,
+    pb: u16,
+}
+
+fn sites(db_a: &MariaDb, db_b: &MariaDb) -> Sites {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let east = config(dir.path(), "east", (db_a, db_b), "a", (pa, pb));
+    let west = config(dir.path(), "west", (db_a, db_b), "b", (pa, pb));
+    Sites {
+        dir,
+        east,
+        west,
+        pa,
+        pb,
+    }
+}
+
+impl Sites {
+    /// Starts host `member`'s replicator with both services.
+    fn start(&self, member: &str) -> Replicator {
+        let port = if member == "a" { self.pa } else { self.pb };
+        let west = self.west.to_str().unwrap();
+        let log = self.dir.path().join(format!("{member}.log"));
+        Replicator::start(&self.east, member, port, &log, &["--config", west])
+    }
+}
+
 /// The shards of the transactions in `member`'s THL of `service`.
 fn thl_shards(cfg: &Path, member: &str) -> Vec<String> {
     let out = std::process::Command::new(bin("thl"))
@@ -119,25 +153,10 @@ fn thl_shards(cfg: &Path, member: &str) -> Vec<String> {
 async fn east_and_west_replicate_both_ways_without_looping() {
     let db_a = MariaDb::start().await;
     let db_b = MariaDb::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let east = config(dir.path(), "east", (&db_a, &db_b), "a", (pa, pb));
-    let west = config(dir.path(), "west", (&db_a, &db_b), "b", (pa, pb));
-    let west_arg = west.to_str().unwrap().to_string();
-    let ra = Replicator::start(
-        &east,
-        "a",
-        pa,
-        &dir.path().join("a.log"),
-        &["--config", &west_arg],
-    );
-    let rb = Replicator::start(
-        &east,
-        "b",
-        pb,
-        &dir.path().join("b.log"),
-        &["--config", &west_arg],
-    );
+    let site = sites(&db_a, &db_b);
+    let (east, west, pa, pb) = (&site.east, &site.west, site.pa, site.pb);
+    let ra = site.start("a");
+    let rb = site.start("b");
     for port in [pa, pb] {
         for s in ["east", "west"] {
             trepctl_ok(
@@ -146,8 +165,7 @@ async fn east_and_west_replicate_both_ways_without_looping() {
             );
         }
     }
-    // each side writes its own schema: DDL, rows, and a counter that a
-    // transaction applied twice (or sent back) would move too far
+    // each side writes its own schema: DDL, rows and a counter
     for (db, s) in [(&db_a, "e1"), (&db_b, "w1")] {
         db.sql(&format!(
             "CREATE DATABASE {s}; CREATE TABLE {s}.t (id INT PRIMARY KEY, v VARCHAR(20)); \
@@ -212,8 +230,8 @@ async fn east_and_west_replicate_both_ways_without_looping() {
         }
     }
     // east's log (a, its master) holds a's own writes only, west's b's
-    let east_shards = thl_shards(&east, "a");
-    let west_shards = thl_shards(&west, "b");
+    let east_shards = thl_shards(east, "a");
+    let west_shards = thl_shards(west, "b");
     assert!(east_shards.iter().any(|s| s == "e1"), "{east_shards:?}");
     assert!(west_shards.iter().any(|s| s == "w1"), "{west_shards:?}");
     for (shards, foreign) in [
@@ -241,18 +259,9 @@ async fn a_database_with_an_appliers_server_id_is_refused() {
     let id = carbide_replicator::extract::applier_server_id("west");
     let db_a = MariaDb::builder().server_id(id).start().await;
     let db_b = MariaDb::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let east = config(dir.path(), "east", (&db_a, &db_b), "a", (pa, pb));
-    let west = config(dir.path(), "west", (&db_a, &db_b), "b", (pa, pb));
-    let west_arg = west.to_str().unwrap().to_string();
-    let ra = Replicator::start(
-        &east,
-        "a",
-        pa,
-        &dir.path().join("a.log"),
-        &["--config", &west_arg],
-    );
+    let site = sites(&db_a, &db_b);
+    let pa = site.pa;
+    let ra = site.start("a");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let st = loop {
         let st = service_status(pa, "east");

@@ -218,11 +218,7 @@ pub fn run(
             .await
             .map_err(|e| e.to_string())?;
         if let Some(id) = cfg.session_server_id {
-            // what this session writes into the binlog is the applier's
-            // (see extract::applier_server_id)
-            conn.query_drop(format!("SET SESSION server_id = {id}"))
-                .await
-                .map_err(|e| e.to_string())?;
+            super::mark_session(&mut conn, id).await?;
         }
         if let Some(id) = cfg.event_server_id {
             // the annotation would repeat each BINLOG statement's text in
@@ -577,8 +573,11 @@ impl Channel<'_> {
         for b64 in batch::base64_runs(&raw, &ends, batch::PIECE) {
             let q = format!("BINLOG '{b64}'");
             if let Err(e) = self.conn.query_drop(q.as_str()).await {
-                let what = match sql::change_sql(&Change::Rows(r.clone())) {
-                    Ok(stmts) => stmts.first().map(|q| truncate(q)).unwrap_or_default(),
+                let what = match sql::rows_sql(r) {
+                    Ok(stmts) => stmts
+                        .first()
+                        .map(|q| truncate(q.as_bytes()))
+                        .unwrap_or_default(),
                     Err(_) => String::new(),
                 };
                 return Err(self.failed(

@@ -119,13 +119,12 @@ pub async fn probe_row_events(conn: &mut mysql_async::Conn) -> Result<u32, Strin
     Ok(id)
 }
 
-/// Gives the session the service's applier server_id
+/// Gives the session the applier's server_id `id`
 /// ([`crate::extract::applier_server_id`]): what it writes into the
 /// binlog then carries it. Needs `BINLOG REPLAY` (MariaDB) or `SUPER`,
 /// as row events do.
-pub async fn mark_session(conn: &mut mysql_async::Conn, service: &str) -> Result<u32, String> {
+pub async fn mark_session(conn: &mut mysql_async::Conn, id: u32) -> Result<u32, String> {
     use mysql_async::prelude::Queryable;
-    let id = crate::extract::applier_server_id(service);
     conn.query_drop(format!("SET SESSION server_id = {id}"))
         .await
         .map_err(|e| e.to_string())?;
@@ -277,7 +276,8 @@ fn session(
                 .connect()
                 .await
                 .map_err(|e| db_err(e.to_string()))?;
-            let marked = mark_session(&mut conn, &cfg.service).await;
+            let marked =
+                mark_session(&mut conn, crate::extract::applier_server_id(&cfg.service)).await;
             let events = match cfg.row_apply {
                 RowApply::Sql => Ok(None),
                 _ => probe_row_events(&mut conn).await.map(Some),

@@ -161,6 +161,9 @@ impl Pipeline {
 
     /// The service (of [`Pipeline::leaving_out`]) whose applier wrote `tx`.
     fn left_out(&self, tx: &Completed) -> Option<String> {
+        if self.leave_out.is_empty() {
+            return None;
+        }
         if let Some((s, _)) = self.leave_out.iter().find(|(_, id)| *id == tx.server_id) {
             return Some(s.clone());
         }
