@@ -249,6 +249,7 @@ pub fn run(
         conn,
         schema: service_schema(&cfg.service),
         set_rows,
+        fresh: true,
     };
     let max = cfg.block_commit.max(1);
     let (mut blocks, mut transactions, mut as_events) = (0u64, 0u64, 0u64);
@@ -311,6 +312,7 @@ pub fn run(
         };
         let r = rt.block_on(ch.apply_block(&block));
         drop(permit);
+        ch.fresh = false;
         match r {
             Ok(()) => {
                 blocks += 1;
@@ -401,7 +403,20 @@ struct Channel<'a> {
     schema: String,
     /// [`SET_ROWS`], prepared at connect when applying row events.
     set_rows: Option<mysql_async::Statement>,
+    /// No block committed yet on this connection: the first may be a DDL
+    /// that had committed before the previous run stopped (see
+    /// [`ALREADY_DONE`]).
+    fresh: bool,
 }
+
+/// Server errors that a DDL re-run reports when it had already been
+/// applied: database exists / does not exist, table exists / unknown,
+/// duplicate column or key, cannot drop a column or key, no such table.
+/// A DDL commits on its own, before the channel's row records it, so a
+/// crash (or a lost connection) between the two re-runs it at restart;
+/// the first block after a (re)connect passes over these errors for its
+/// statements, with a warning. Anywhere else they stop the channel.
+const ALREADY_DONE: [u16; 8] = [1007, 1008, 1050, 1051, 1060, 1061, 1091, 1146];
 
 /// Sets the events a block's `BINLOG` applies (prepared: the events are a
 /// parameter, not text the server lexes).
@@ -535,6 +550,19 @@ impl Channel<'_> {
                         matches!(&r, Err(mysql_async::Error::Server(se)) if se.code == 1049);
                     if unknown_db && q.starts_with(b"USE ") {
                         continue;
+                    }
+                    if let (true, Change::Statement(_), Err(mysql_async::Error::Server(se))) =
+                        (self.fresh, c, &r)
+                    {
+                        if ALREADY_DONE.contains(&se.code) {
+                            tracing::warn!(
+                                service = %self.cfg.service, seqno = tx.seqno, error = %se.message,
+                                statement = %truncate(&q),
+                                "statement already applied before the restart (it commits before \
+                                 the channel's row records it); recording it as applied"
+                            );
+                            continue;
+                        }
                     }
                     if let Err(e) = r {
                         return Err(self.failed(e, tx, truncate(&q)));
