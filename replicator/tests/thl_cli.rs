@@ -293,7 +293,19 @@ fn purge_refuses_while_the_replicator_holds_the_lock() {
     let d = tempfile::tempdir().unwrap();
     many_log(d.path(), 20);
     let dir = d.path().to_str().unwrap();
-    let w = ThlWriter::open(d.path(), WriterConfig::default()).unwrap();
+    // many_log's writer has let go of the lock, but a process another test
+    // spawns at that moment holds a copy of its descriptor between fork
+    // and exec (flock locks follow the descriptor): try again briefly
+    let mut tries = 0;
+    let w = loop {
+        match ThlWriter::open(d.path(), WriterConfig::default()) {
+            Err(carbide_replicator::thl::ThlError::Locked { .. }) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
     let o = thl(&["purge", "-dir", dir, "-high", "10", "-y"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
