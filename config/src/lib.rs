@@ -17,7 +17,8 @@ mod vocab;
 pub use addr::HostPort;
 pub use error::ConfigError;
 pub use schema::{
-    Config, Connector, Credentials, Member, Replicator, Service, Timeouts, Tls, Validate,
+    Config, Connector, Credentials, Manager, Member, Replicator, Security, Service, Timeouts, Tls,
+    Validate, Witness,
 };
 pub use usermap::{HostOption, Qos, UserEntry, UserMap};
 pub use vocab::{DatasourceState, PolicyMode, Role, RouterState, UnknownWord};
@@ -83,6 +84,7 @@ impl Config {
         }
         self.validate_timeouts()?;
         self.validate_members()?;
+        self.validate_manager()?;
         let c = &self.connector;
         if c.max_connections == 0 {
             return Err(Violation::new(
@@ -162,6 +164,127 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_manager(&self) -> Result<(), Violation> {
+        let m = &self.manager;
+        for (key, v) in [
+            ("heartbeat-ms", m.heartbeat_ms),
+            ("election-timeout-ms", m.election_timeout_ms),
+            ("isolated-offline-ms", m.isolated_offline_ms),
+        ] {
+            if v == 0 {
+                return Err(Violation::new(
+                    "manager",
+                    None,
+                    key,
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if m.election_timeout_ms < 3 * m.heartbeat_ms {
+            return Err(Violation::new(
+                "manager",
+                None,
+                "election-timeout-ms",
+                format!(
+                    "{} is less than 3 x heartbeat-ms ({}): two late heartbeats would start an election",
+                    m.election_timeout_ms, m.heartbeat_ms
+                ),
+            ));
+        }
+        let s = &self.security;
+        if s.token.is_some() && s.token_file.is_some() {
+            return Err(Violation::new(
+                "security",
+                None,
+                "token",
+                "give either token or token-file, not both",
+            ));
+        }
+        if let Some(t) = &s.token {
+            if t.trim().len() < 16 {
+                return Err(Violation::new(
+                    "security",
+                    None,
+                    "token",
+                    "must be at least 16 characters (carbide secret --out FILE makes one)",
+                ));
+            }
+        }
+        let mut names: HashMap<&str, usize> = self
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .zip(0..)
+            .collect();
+        let managers: HashMap<String, usize> = self
+            .members
+            .iter()
+            .map(|m| m.manager.to_string())
+            .zip(0..)
+            .collect();
+        for (i, w) in self.witnesses.iter().enumerate() {
+            if !is_identifier(&w.name.replace('-', "_")) {
+                return Err(Violation::new(
+                    "witness",
+                    Some(i),
+                    "name",
+                    format!(
+                        "'{}' must start with a letter and hold only letters, digits, '-' and '_'",
+                        w.name
+                    ),
+                ));
+            }
+            if names.insert(&w.name, i).is_some() {
+                return Err(Violation::new(
+                    "witness",
+                    Some(i),
+                    "name",
+                    format!("'{}' is already the name of a member or witness", w.name),
+                ));
+            }
+            if managers.contains_key(&w.manager.to_string()) || w.manager.port == 0 {
+                return Err(Violation::new(
+                    "witness",
+                    Some(i),
+                    "manager",
+                    format!("{} is port 0 or a member's manager address", w.manager),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The dataservice secret from `[security]`: the inline token or the
+    /// contents of `token-file`, trimmed. `None` when neither is set.
+    pub fn secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.security.token {
+            return Ok(Some(t.trim().to_string()));
+        }
+        let Some(file) = &self.security.token_file else {
+            return Ok(None);
+        };
+        let path = self.resolve(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let t = text.trim();
+        if t.len() < 16 {
+            return Err(ConfigError::Invalid {
+                path,
+                line: None,
+                key: "security.token-file".into(),
+                message: "the secret in this file is shorter than 16 characters".into(),
+            });
+        }
+        Ok(Some(t.to_string()))
+    }
+
+    /// Whether `name` is a witness (a voting manager without a database).
+    pub fn witness(&self, name: &str) -> Option<&Witness> {
+        self.witnesses.iter().find(|w| w.name == name)
     }
 
     fn validate_members(&self) -> Result<(), Violation> {

@@ -37,6 +37,18 @@ pub struct Config {
     /// `[validate]`: thresholds used by `carbide validate`.
     #[serde(default)]
     pub validate: Validate,
+    /// `[security]`: the dataservice secret every control path is
+    /// authenticated with. Required by the manager (`carbide serve --member`).
+    #[serde(default)]
+    pub security: Security,
+    /// `[manager]`: consensus timers and what a connector does when its
+    /// manager is cut off from the majority.
+    #[serde(default)]
+    pub manager: Manager,
+    /// `[[witness]]`: managers without a database that vote in elections, so
+    /// that two database hosts and a witness keep a majority. Default none.
+    #[serde(default, rename = "witness", skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<Witness>,
     /// `[[member]]`: the datasources, at least one; exactly one has
     /// `role = "master"`.
     #[serde(rename = "member")]
@@ -270,6 +282,75 @@ impl Default for Validate {
             min_thl_free_mb: d_free(),
         }
     }
+}
+
+/// `[security]` — the dataservice secret.
+///
+/// One secret authenticates every control path of the dataservice: the
+/// manager's raft RPCs and mutating admin routes (a `Authorization: Bearer`
+/// header), and the command-line tools read it from the same config. Give
+/// either `token-file` (a file holding the secret; `carbide secret --out FILE`
+/// writes one) or `token` inline; at least 16 characters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Security {
+    /// File holding the secret (relative paths are relative to the config
+    /// file); surrounding white space is ignored. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The secret itself, when it is not in a file. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `[manager]` — consensus timing and partition handling, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Manager {
+    /// How often the raft leader sends heartbeats. Default 150.
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// A follower that has heard nothing from a leader for a random time
+    /// between this and twice this starts an election (after a pre-vote shows
+    /// a majority has lost the leader too). Default 750; at least 3 ×
+    /// heartbeat-ms.
+    #[serde(default = "d_election")]
+    pub election_timeout_ms: u64,
+    /// A process cut off from the majority puts its connector ONHOLD at once
+    /// and OFFLINE after this long, so it never sends writes to a primary the
+    /// majority may have replaced. Default 5000.
+    #[serde(default = "d_isolated")]
+    pub isolated_offline_ms: u64,
+}
+
+fn d_heartbeat() -> u64 {
+    150
+}
+fn d_election() -> u64 {
+    750
+}
+fn d_isolated() -> u64 {
+    5000
+}
+
+impl Default for Manager {
+    fn default() -> Self {
+        Manager {
+            heartbeat_ms: d_heartbeat(),
+            election_timeout_ms: d_election(),
+            isolated_offline_ms: d_isolated(),
+        }
+    }
+}
+
+/// `[[witness]]` — a voting manager with no database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Witness {
+    /// Its name, unique among members and witnesses. Required.
+    pub name: String,
+    /// Its manager address (`carbide serve --member NAME` runs it). Required.
+    pub manager: HostPort,
 }
 
 /// `[[member]]` — one datasource host.
