@@ -10,6 +10,10 @@
 //! output layout. [`node`] wires these together and publishes each
 //! committed [`view::ClusterView`] on a watch channel for the connector.
 
+pub mod cctrl;
 pub mod http;
+pub mod monitor;
+pub mod policy;
 pub mod raft;
 pub mod state;
+pub mod view;
