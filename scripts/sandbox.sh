@@ -21,14 +21,16 @@ die() { printf 'sandbox: error: %s\n' "$*" >&2; exit 1; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# next_free_port START: the first port >= START nothing listens on and that
-# this run has not handed out yet.
+# next_free_port START: sets PORT to the first port >= START nothing listens
+# on and that this run has not handed out yet. (It sets a variable rather
+# than printing: in a $(...) subshell the TAKEN list would not grow.)
 TAKEN=" "
+PORT=
 next_free_port() {
   local p=$1
   while port_in_use "$p" || [[ $TAKEN == *" $p "* ]]; do p=$((p + 1)); done
   TAKEN+="$p "
-  echo "$p"
+  PORT=$p
 }
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
@@ -67,21 +69,35 @@ sql() { # port statements
   mariadb --no-defaults -h127.0.0.1 -P"$1" -uroot -e "$2"
 }
 
-# --- connector ---------------------------------------------------------------
+# --- carbide (manager + connector), one per member ----------------------------
 
-start_connector() {
-  log "starting the carbide connector on 127.0.0.1:$RW_PORT (rw) and 127.0.0.1:$RO_PORT (ro)"
-  nohup target/release/carbide serve --config "$SB/carbide.toml" --member db1 \
-    </dev/null >/dev/null 2>"$SB/carbide.log" &
-  echo $! >"$SB/carbide.pid"
-  local i
-  for i in $(seq 1 100); do
-    port_in_use "$RW_PORT" && port_in_use "${MGR_PORT[0]}" && return 0
-    pid_alive "$(cat "$SB/carbide.pid")" || break
-    sleep 0.1
+start_carbides() {
+  local i n j ok
+  for i in "${!NODES[@]}"; do
+    n=${NODES[$i]}
+    log "starting carbide for $n: manager 127.0.0.1:${MGR_PORT[$i]}, connector 127.0.0.1:${RW_PORT[$i]} (rw) and :${RO_PORT[$i]} (ro)"
+    nohup target/release/carbide serve --config "$SB/carbide.toml" --member "$n" \
+      </dev/null >/dev/null 2>"$SB/carbide-$n.log" &
+    echo $! >"$SB/carbide-$n.pid"
   done
-  cat "$SB/carbide.log" >&2
-  die "the carbide connector did not start"
+  for i in "${!NODES[@]}"; do
+    n=${NODES[$i]}
+    ok=0
+    for j in $(seq 1 100); do
+      if port_in_use "${RW_PORT[$i]}" && port_in_use "${MGR_PORT[$i]}"; then ok=1; break; fi
+      pid_alive "$(cat "$SB/carbide-$n.pid")" || break
+      sleep 0.1
+    done
+    [ $ok -eq 1 ] || { cat "$SB/carbide-$n.log" >&2; die "carbide for $n did not start"; }
+  done
+  log "waiting for the managers to elect a coordinator"
+  for j in $(seq 1 150); do
+    if target/release/cctrl -c "$SB/carbide.toml" -e ls >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  target/release/cctrl -c "$SB/carbide.toml" -e ls || true
+  tail -20 "$SB"/carbide-*.log >&2
+  die "the managers did not elect a coordinator within 30 s"
 }
 
 # --- replicators --------------------------------------------------------------
@@ -122,8 +138,14 @@ write_config() {
     echo "password = \"secret\""
     echo
     echo "[connector]"
-    echo "rw-listen = \"127.0.0.1:$RW_PORT\""
-    echo "ro-listen = \"127.0.0.1:$RO_PORT\""
+    echo "rw-listen = \"127.0.0.1:${RW_PORT[0]}\""
+    echo "ro-listen = \"127.0.0.1:${RO_PORT[0]}\""
+    echo
+    echo "[security]"
+    echo "token-file = \"secret\""
+    echo
+    echo "[manager]"
+    echo "data-dir = \"manager\""
     echo
     echo "[replicator]"
     echo "thl-root = \"thl\""
@@ -140,6 +162,9 @@ write_config() {
       echo "thl = \"127.0.0.1:${THL_PORT[$i]}\""
       echo "manager = \"127.0.0.1:${MGR_PORT[$i]}\""
       if [ "$i" -eq 0 ]; then echo "role = \"master\""; else echo "role = \"slave\""; fi
+      # three connectors on one host: each needs its own ports
+      echo "rw-listen = \"127.0.0.1:${RW_PORT[$i]}\""
+      echo "ro-listen = \"127.0.0.1:${RO_PORT[$i]}\""
     done
   } >"$f"
 }
@@ -152,15 +177,16 @@ up() {
   log "building carbide and carbide-replicator (release)"
   cargo build --release --quiet --workspace --bins
   mkdir -p "$SB"
-  DB_PORT=() REPL_PORT=() THL_PORT=() MGR_PORT=()
-  RW_PORT=$(next_free_port 9306)
-  RO_PORT=$(next_free_port 9307)
+  DB_PORT=() REPL_PORT=() THL_PORT=() MGR_PORT=() RW_PORT=() RO_PORT=()
   for i in "${!NODES[@]}"; do
-    DB_PORT+=("$(next_free_port $((13306 + i)))")
-    REPL_PORT+=("$(next_free_port $((10000 + i)))")
-    THL_PORT+=("$(next_free_port $((2112 + i)))")
-    MGR_PORT+=("$(next_free_port $((11999 + i)))")
+    next_free_port $((9306 + 10 * i)); RW_PORT+=("$PORT")
+    next_free_port $((9307 + 10 * i)); RO_PORT+=("$PORT")
+    next_free_port $((13306 + i)); DB_PORT+=("$PORT")
+    next_free_port $((10000 + i)); REPL_PORT+=("$PORT")
+    next_free_port $((2112 + i)); THL_PORT+=("$PORT")
+    next_free_port $((11999 + i)); MGR_PORT+=("$PORT")
   done
+  target/release/carbide secret --out "$SB/secret" >/dev/null
   write_config
   for i in "${!NODES[@]}"; do
     local ro=ON
@@ -176,19 +202,22 @@ up() {
   log "carbide validate --config sandbox/carbide.toml"
   target/release/carbide validate --config "$SB/carbide.toml" || die "validation failed (see above)"
   start_replicators
-  start_connector
+  start_carbides
   cat <<MSG
 
 carbide sandbox is up (config: sandbox/carbide.toml, service 'sandbox').
 
-  Through the connector (what applications use):
-    read-write (primary):   mariadb -h127.0.0.1 -P$RW_PORT -uapp -papp
-    read-only (a replica):  mariadb -h127.0.0.1 -P$RO_PORT -uapp -papp
-  Connector admin API on 127.0.0.1:${MGR_PORT[0]}:
+  Through a connector (what applications use; every member runs one):
+    read-write (primary):   mariadb -h127.0.0.1 -P${RW_PORT[0]} -uapp -papp
+    read-only (a replica):  mariadb -h127.0.0.1 -P${RO_PORT[0]} -uapp -papp
+    (db2's connector: -P${RW_PORT[1]} / -P${RO_PORT[1]}; db3's: -P${RW_PORT[2]} / -P${RO_PORT[2]})
+  The managers (cctrl, Tungsten's commands):
+    target/release/cctrl -c sandbox/carbide.toml             (interactive; 'help' lists the commands)
+    target/release/cctrl -c sandbox/carbide.toml -e ls
+  Admin API of db1's carbide on 127.0.0.1:${MGR_PORT[0]} (db2: ${MGR_PORT[1]}, db3: ${MGR_PORT[2]}):
     curl -s 127.0.0.1:${MGR_PORT[0]}/status
     curl -s 127.0.0.1:${MGR_PORT[0]}/metrics
-    curl -s -XPOST 127.0.0.1:${MGR_PORT[0]}/router/offline    (and /router/onhold, /router/online)
-  Connector log: sandbox/carbide.log
+  carbide logs: sandbox/carbide-dbN.log; dataservice secret: sandbox/secret
 
   Replicators (one per member; admin API ports ${REPL_PORT[*]}):
     target/release/trepctl -port ${REPL_PORT[0]} status     (db1, master: binlog -> THL)
@@ -211,8 +240,10 @@ MSG
 status() {
   [ -d "$SB" ] || { echo "no sandbox (scripts/sandbox.sh up starts one)"; return 0; }
   local n pid
-  pid=$(cat "$SB/carbide.pid" 2>/dev/null || true)
-  if pid_alive "$pid"; then echo "carbide connector running (pid $pid)"; else echo "carbide connector stopped"; fi
+  for n in "${NODES[@]}"; do
+    pid=$(cat "$SB/carbide-$n.pid" 2>/dev/null || true)
+    if pid_alive "$pid"; then echo "$n  carbide (manager + connector) running (pid $pid)"; else echo "$n  carbide stopped"; fi
+  done
   for n in "${NODES[@]}"; do
     pid=$(cat "$SB/replicator-$n.pid" 2>/dev/null || true)
     if pid_alive "$pid"; then echo "$n  carbide-replicator running (pid $pid)"; else echo "$n  carbide-replicator stopped"; fi
@@ -238,8 +269,14 @@ down() {
   local f
   # every process the sandbox started recorded its pid in sandbox/**/*.pid
   # (mariadbd.pid is ours; mysqld.pid is the server's own copy). The
-  # connector goes first, so its sessions end before the servers do.
-  [ -f "$SB/carbide.pid" ] && { log "stopping the connector (pid $(cat "$SB/carbide.pid"))"; stop_pidfile "$SB/carbide.pid"; rm -f "$SB/carbide.pid"; }
+  # carbide processes (managers and connectors) go first, so sessions end
+  # before the servers do and no manager acts on what is being stopped.
+  for f in "$SB"/carbide-*.pid; do
+    [ -f "$f" ] || continue
+    log "stopping carbide pid $(cat "$f") ($f)"
+    stop_pidfile "$f"
+    rm -f "$f"
+  done
   # then the replicators, before the servers they read from and write to
   for f in "$SB"/replicator-*.pid; do
     [ -f "$f" ] || continue

@@ -1,6 +1,7 @@
 //! `carbide tls-certs`: a self-signed CA and a server certificate signed by
 //! it, written as PEM files (`ca.pem`, `ca.key`, `server.pem`,
-//! `server.key`). Keys are written with mode 0600.
+//! `server.key`). Keys are written with mode 0600. `carbide secret`: a new
+//! dataservice secret in a file of mode 0600.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,6 +19,24 @@ fn write_file(path: &Path, text: &str, private: bool) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(text.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes a new dataservice secret (64 hex digits from the kernel's random
+/// source) to `path` with mode 0600; refuses to overwrite a file.
+pub fn write_secret(path: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{hex}").map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes the four files into `dir`; returns their paths.

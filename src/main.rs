@@ -7,6 +7,7 @@
 //! line. Check results go to stdout, diagnostics to stderr.
 
 mod certs;
+mod cluster;
 mod serve;
 mod validate;
 
@@ -24,13 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the connector for a dataservice.
+    /// Run the manager and the connector of one member.
     ///
-    /// Opens the read-write and read-only MySQL listeners, and the admin API (/metrics, /status,
-    /// POST /router/online|offline|onhold) on the member's manager address.
-    /// The routing table comes from the config (the `master` member is the
-    /// primary) and is re-read on SIGHUP. SIGTERM stops accepting and lets
-    /// open sessions finish their transaction (up to timeouts.disconnect-ms).
+    /// With --member NAME: the manager joins the dataservice's other managers (raft on the
+    /// member's manager address, with the [security] secret), monitors every datasource,
+    /// and the connector's read-write and read-only listeners route by the committed cluster
+    /// state (`cctrl` drives it). A [[witness]] runs the manager alone. With --static-routing:
+    /// the connector alone, routing from the config's roles, re-read on SIGHUP. The admin API
+    /// (/metrics, /status, /health open; everything else needs the secret) is on the member's
+    /// manager address. SIGTERM stops accepting and lets open sessions finish their
+    /// transaction (up to timeouts.disconnect-ms).
     Serve {
         /// The dataservice config file.
         #[arg(
@@ -40,13 +44,28 @@ enum Command {
             default_value = "/etc/carbide/carbide.toml"
         )]
         config: PathBuf,
-        /// The member this process runs on; its `manager` address serves the
-        /// admin API.
+        /// The member (or witness) this process runs on; its `manager`
+        /// address serves the manager and the admin API.
         #[arg(long, short = 'm')]
         member: Option<String>,
         /// Admin API address (host:port), overriding the member's.
         #[arg(long)]
         admin: Option<carbide_config::HostPort>,
+        /// Run the connector alone, routing from the config's roles (re-read
+        /// on SIGHUP), with no manager. For trying the connector or for a
+        /// dataservice whose primary is moved by hand.
+        #[arg(long)]
+        static_routing: bool,
+    },
+    /// Write a new dataservice secret to FILE (mode 600).
+    ///
+    /// Every carbide process of the dataservice authenticates its control
+    /// paths with it: set `[security] token-file = "FILE"` in the config on
+    /// every host (copy the same file).
+    Secret {
+        /// File to write; refused if it exists.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write a self-signed CA and server certificate for trying out TLS.
     ///
@@ -96,7 +115,23 @@ fn main() -> ExitCode {
             config,
             member,
             admin,
-        } => serve_cmd(config, member, admin),
+            static_routing,
+        } => serve_cmd(serve::ServeArgs {
+            path: config,
+            member,
+            admin,
+            static_routing,
+        }),
+        Command::Secret { out } => match certs::write_secret(&out) {
+            Ok(()) => {
+                println!("{}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("carbide secret: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::TlsCerts { out, hosts } => match certs::write(&out, &hosts) {
             Ok(files) => {
                 for f in files {
@@ -112,15 +147,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve_cmd(
-    config: PathBuf,
-    member: Option<String>,
-    admin: Option<carbide_config::HostPort>,
-) -> ExitCode {
+fn serve_cmd(args: serve::ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CARBIDE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -137,7 +168,7 @@ fn serve_cmd(
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve::run(config, member, admin)) {
+    match rt.block_on(serve::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(serve::ServeError::Config(e)) => {
             eprintln!("carbide serve: {e}");

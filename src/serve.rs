@@ -1,20 +1,26 @@
-//! `carbide serve`: runs the connector (and, as it is built, the manager)
-//! for one dataservice.
+//! `carbide serve`: runs the manager and the connector of one member.
 //!
-//! The config enters at start and again on SIGHUP; until the manager
-//! exists, the routing table comes from it (the `master` member is the
-//! primary, the others replicas, all ONLINE) and is stored into the proxy's
-//! router with a new epoch on each reload. SIGTERM/SIGINT stop accepting,
-//! let open sessions reach a transaction boundary (up to
-//! `timeouts.disconnect-ms`), then exit.
+//! With `--member NAME` (the normal way) the manager starts first and the
+//! connector follows its committed cluster state (`cluster::follow`): it is
+//! ONHOLD until the first state is committed. A witness member runs the
+//! manager alone. With `--static-routing` there is no manager: the routing
+//! table comes from the config (the `master` member is the primary, the
+//! others replicas, all ONLINE) and is re-read on SIGHUP. The admin port
+//! (the member's manager address) serves the connector's `/metrics` and
+//! `/status` and the manager's API; every other route needs the dataservice
+//! secret. SIGTERM/SIGINT stop accepting, let open sessions reach a
+//! transaction boundary (up to `timeouts.disconnect-ms`), then exit.
 
 use carbide_config::{Config, DatasourceState, HostPort, Role};
+use carbide_control::http::{require_secret, Secret};
+use carbide_control::node::{Node, StartError};
 use carbide_proxy::admin::{self, AdminState};
 use carbide_proxy::listener::{self, Limit};
 use carbide_proxy::metrics::Metrics;
 use carbide_proxy::routing::{Access, Datasource, Router, RoutingTable};
 use carbide_proxy::session::{Settings, Shared};
 use carbide_proxy::workers::Workers;
+use prometheus::Encoder;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,13 +84,39 @@ fn describe(t: &RoutingTable) -> String {
     )
 }
 
+/// How `carbide serve` runs.
+pub struct ServeArgs {
+    /// The config file.
+    pub path: PathBuf,
+    /// The member (or witness) this process runs on.
+    pub member: Option<String>,
+    /// Admin API address overriding the member's manager address.
+    pub admin: Option<HostPort>,
+    /// Connector only, routing from the config (no manager).
+    pub static_routing: bool,
+}
+
 /// Runs until SIGTERM/SIGINT.
-pub async fn run(
-    path: PathBuf,
-    member: Option<String>,
-    admin_addr: Option<HostPort>,
-) -> Result<(), ServeError> {
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let ServeArgs {
+        path,
+        member,
+        admin: admin_addr,
+        static_routing,
+    } = args;
     let config = Config::load(&path).map_err(|e| ServeError::Config(e.to_string()))?;
+    let managed = match (&member, static_routing) {
+        (Some(m), false) => Some(m.clone()),
+        (None, false) => {
+            return Err(ServeError::Config(
+                "--member NAME is needed to run the manager (or --static-routing for a connector that routes from the config alone)".into(),
+            ))
+        }
+        (_, true) => None,
+    };
+    if let Some(w) = managed.as_deref().and_then(|m| config.witness(m)) {
+        return run_witness(config.clone(), w.name.clone(), w.manager.clone()).await;
+    }
     let admin_addr = match (admin_addr, &member) {
         (Some(a), _) => Some(a),
         (None, Some(m)) => Some(
@@ -101,6 +133,9 @@ pub async fn run(
         ),
         (None, None) => None,
     };
+    let secret = config
+        .secret()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
     let tls = match &config.tls {
         Some(t) => Some(
             carbide_proxy::tls::acceptor(&config.resolve(&t.cert), &config.resolve(&t.key))
@@ -124,9 +159,36 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Start(format!("metrics: {e}")))?);
     let router = Router::new(config.connector.max_applied_latency_ms);
-    let table = table_from_config(&config, 1);
-    info!(table = %describe(&table), "routing table from {}", path.display());
-    router.store(table);
+    let node = match &managed {
+        Some(m) => {
+            // nothing is routed until the manager has committed a state
+            router.set_state(carbide_config::RouterState::OnHold);
+            let stats = {
+                let (router, metrics) = (router.clone(), metrics.clone());
+                Box::new(move || crate::cluster::connector_stats(router.clone(), metrics.clone()))
+            };
+            let node = Node::start(config.clone(), m, Some(stats), metrics.registry())
+                .await
+                .map_err(|e| match e {
+                    StartError::Config(e) => ServeError::Config(e),
+                    StartError::Start(e) => ServeError::Start(e),
+                })?;
+            tokio::spawn(crate::cluster::follow(
+                config.clone(),
+                m.clone(),
+                router.clone(),
+                node.local(),
+            ));
+            info!(member = %m, "manager started; the connector follows the committed cluster state");
+            Some(node)
+        }
+        None => {
+            let table = table_from_config(&config, 1);
+            info!(table = %describe(&table), "static routing table from {}", path.display());
+            router.store(table);
+            None
+        }
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let t = &config.timeouts;
     let shared = Arc::new(Shared {
@@ -158,7 +220,8 @@ pub async fn run(
     let grace = Duration::from_millis(t.disconnect_ms) + Duration::from_secs(1);
 
     let mut tasks = tokio::task::JoinSet::new();
-    let rw = bind("connector.rw-listen", &config.connector.rw_listen).await?;
+    let (rw_addr, ro_addr) = config.listeners(member.as_deref());
+    let rw = bind("connector.rw-listen", &rw_addr).await?;
     tasks.spawn(listener::run(
         rw,
         Access::ReadWrite,
@@ -168,7 +231,7 @@ pub async fn run(
         grace,
     ));
     if config.connector.enable_ro {
-        let ro = bind("connector.ro-listen", &config.connector.ro_listen).await?;
+        let ro = bind("connector.ro-listen", &ro_addr).await?;
         tasks.spawn(listener::run(
             ro,
             Access::ReadOnly,
@@ -190,7 +253,16 @@ pub async fn run(
             limit: limit.clone(),
         };
         admin::refresh_gauges(&state);
-        let app = admin::routes(state);
+        let mut app = admin::routes(state, node.is_none());
+        if let Some(node) = &node {
+            app = app.merge(carbide_control::api::routes(node.clone()));
+        }
+        if let Some(secret) = &secret {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                Secret(secret.as_str().into()),
+                require_secret,
+            ));
+        }
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let r = axum::serve(l, app)
@@ -202,7 +274,11 @@ pub async fn run(
                 error!(error = %e, "admin API stopped");
             }
         });
-        info!(addr = %addr, "admin API (/metrics, /status, /router/*)");
+        if node.is_some() {
+            info!(addr = %addr, "manager and admin API (/manager/*, /raft/*, /metrics, /status, /health)");
+        } else {
+            info!(addr = %addr, "admin API (/metrics, /status, /router/*)");
+        }
     }
     info!("carbide connector ready");
 
@@ -214,7 +290,13 @@ pub async fn run(
         .map_err(|e| ServeError::Start(format!("SIGINT handler: {e}")))?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&path, &router),
+            _ = hup.recv() => {
+                if node.is_some() {
+                    warn!("SIGHUP: ignored; the routing table follows the manager's committed state (reloading routing from the config is for --static-routing)");
+                } else {
+                    reload(&path, &router);
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -226,6 +308,68 @@ pub async fn run(
     // every session has ended or was dropped by its listener: stop the
     // worker threads off the async context (joining blocks)
     let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
+    if let Some(node) = node {
+        let _ = node.raft().shutdown().await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// A witness: a manager that votes and probes, with no connector.
+async fn run_witness(config: Config, name: String, addr: HostPort) -> Result<(), ServeError> {
+    let secret = config
+        .secret()
+        .map_err(|e| ServeError::Config(e.to_string()))?
+        .ok_or_else(|| {
+            ServeError::Config(
+                "security.token-file: the manager needs the dataservice secret".into(),
+            )
+        })?;
+    let registry = prometheus::Registry::new();
+    let node = Node::start(config, &name, None, &registry)
+        .await
+        .map_err(|e| match e {
+            StartError::Config(e) => ServeError::Config(e),
+            StartError::Start(e) => ServeError::Start(e),
+        })?;
+    let l = bind(&format!("witness {name} manager"), &addr).await?;
+    let metrics = {
+        let registry = registry.clone();
+        move || {
+            let mut buf = Vec::new();
+            let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
+            String::from_utf8(buf).unwrap_or_default()
+        }
+    };
+    let app = carbide_control::api::routes(node.clone())
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(metrics())),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            Secret(secret.as_str().into()),
+            require_secret,
+        ));
+    info!(witness = %name, addr = %addr, "witness manager ready (votes and probes; no connector)");
+    let (stop_tx, mut stop) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(l, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await.map(|_| ());
+            })
+            .await
+    });
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| ServeError::Start(format!("SIGTERM handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| ServeError::Start(format!("SIGINT handler: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = node.raft().shutdown().await;
     info!("stopped");
     Ok(())
 }

@@ -193,6 +193,17 @@ impl Config {
                 ),
             ));
         }
+        if m.isolated_offline_ms < 4 * m.election_timeout_ms {
+            return Err(Violation::new(
+                "manager",
+                None,
+                "isolated-offline-ms",
+                format!(
+                    "{} is less than 4 x election-timeout-ms ({}): a connector would go OFFLINE before it goes ONHOLD",
+                    m.isolated_offline_ms, m.election_timeout_ms
+                ),
+            ));
+        }
         let s = &self.security;
         if s.token.is_some() && s.token_file.is_some() {
             return Err(Violation::new(
@@ -280,6 +291,18 @@ impl Config {
             });
         }
         Ok(Some(t.to_string()))
+    }
+
+    /// The connector listeners (read-write, read-only) of member `name`:
+    /// its own `rw-listen`/`ro-listen`, else `[connector]`'s.
+    pub fn listeners(&self, name: Option<&str>) -> (HostPort, HostPort) {
+        let m = name.and_then(|n| self.member(n));
+        (
+            m.and_then(|m| m.rw_listen.clone())
+                .unwrap_or_else(|| self.connector.rw_listen.clone()),
+            m.and_then(|m| m.ro_listen.clone())
+                .unwrap_or_else(|| self.connector.ro_listen.clone()),
+        )
     }
 
     /// Whether `name` is a witness (a voting manager without a database).

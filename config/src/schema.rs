@@ -316,11 +316,22 @@ pub struct Manager {
     /// heartbeat-ms.
     #[serde(default = "d_election")]
     pub election_timeout_ms: u64,
-    /// A process cut off from the majority puts its connector ONHOLD at once
-    /// and OFFLINE after this long, so it never sends writes to a primary the
-    /// majority may have replaced. Default 5000.
+    /// A process that has heard nothing from a majority of the managers for
+    /// 4 × election-timeout-ms puts its connector ONHOLD (new work waits),
+    /// and OFFLINE once it has been cut off this long, so it never sends
+    /// writes to a primary the majority may have replaced. Default 5000; at
+    /// least 4 × election-timeout-ms.
     #[serde(default = "d_isolated")]
     pub isolated_offline_ms: u64,
+    /// Where each manager keeps its raft log and state, in
+    /// `<data-dir>/<member>/manager.redb` (relative paths are relative to the
+    /// config file). Default `/var/lib/carbide/manager`.
+    #[serde(default = "d_manager_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn d_manager_dir() -> PathBuf {
+    PathBuf::from("/var/lib/carbide/manager")
 }
 
 fn d_heartbeat() -> u64 {
@@ -339,6 +350,7 @@ impl Default for Manager {
             heartbeat_ms: d_heartbeat(),
             election_timeout_ms: d_election(),
             isolated_offline_ms: d_isolated(),
+            data_dir: d_manager_dir(),
         }
     }
 }
@@ -374,6 +386,14 @@ pub struct Member {
     /// This member's THL directory. Default `<thl-root>/<name>/<service>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thl_dir: Option<PathBuf>,
+    /// This member's connector read-write listener, when it differs from
+    /// `connector.rw-listen` (several members on one host). Default: that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rw_listen: Option<HostPort>,
+    /// This member's connector read-only listener, when it differs from
+    /// `connector.ro-listen`. Default: that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro_listen: Option<HostPort>,
 }
 
 fn d_role() -> Role {

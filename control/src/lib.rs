@@ -10,9 +10,12 @@
 //! output layout. [`node`] wires these together and publishes each
 //! committed [`view::ClusterView`] on a watch channel for the connector.
 
+pub mod api;
 pub mod cctrl;
 pub mod http;
+pub mod metrics;
 pub mod monitor;
+pub mod node;
 pub mod policy;
 pub mod raft;
 pub mod state;

@@ -94,6 +94,9 @@ pub struct Observation {
     pub db: DbHealth,
     /// Its replicator, or why it could not be asked.
     pub replicator: Result<ReplicatorStatus, String>,
+    /// How long the database probe took, ms.
+    #[serde(default)]
+    pub probe_ms: u64,
 }
 
 /// A connector's counters, as its manager reports them.
@@ -178,23 +181,26 @@ impl Prober {
             let addr = t.replicator.clone();
             let path = path.clone();
             tokio::spawn(async move {
+                let start = Instant::now();
                 let db = probe_db(opts, timeout).await;
+                let took = start.elapsed().as_millis() as u64;
                 let repl = client
                     .get::<ReplicatorStatus>(&addr, &path, timeout)
                     .await
                     .map_err(|e| e.to_string());
-                (db, repl)
+                (db, repl, took)
             })
         });
         let handles: Vec<_> = probes.collect();
         let mut out = BTreeMap::new();
         let now = Instant::now();
         for (t, h) in self.targets.iter_mut().zip(handles) {
-            let (db, replicator) = match h.await {
+            let (db, replicator, probe_ms) = match h.await {
                 Ok(v) => v,
                 Err(e) => (
                     Err((DownKind::Error, format!("probe task failed: {e}"))),
                     Err("probe task failed".into()),
+                    0,
                 ),
             };
             let db = match db {
@@ -211,7 +217,14 @@ impl Prober {
                     }
                 }
             };
-            out.insert(t.name.clone(), Observation { db, replicator });
+            out.insert(
+                t.name.clone(),
+                Observation {
+                    db,
+                    replicator,
+                    probe_ms,
+                },
+            );
         }
         out
     }

@@ -441,6 +441,7 @@ mod tests {
                     Observation {
                         db,
                         replicator: Err("not asked".into()),
+                        probe_ms: 1,
                     },
                 );
             }

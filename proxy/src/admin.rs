@@ -31,13 +31,29 @@ pub struct AdminState {
     pub limit: Arc<Limit>,
 }
 
-/// The connector's routes.
-pub fn routes(state: AdminState) -> axum::Router {
-    axum::Router::new()
+/// The connector's routes. With `local_router = false` (the connector
+/// follows a manager) `POST /router/...` answers 409 pointing at `cctrl`:
+/// the router state is the manager's to change.
+pub fn routes(state: AdminState, local_router: bool) -> axum::Router {
+    let r = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .route("/router/{state}", post(set_router))
-        .with_state(state)
+        .route("/status", get(status));
+    let r = if local_router {
+        r.route("/router/{state}", post(set_router))
+    } else {
+        r.route("/router/{state}", post(managed_router))
+    };
+    r.with_state(state)
+}
+
+async fn managed_router(Path(word): Path<String>) -> Response {
+    (
+        StatusCode::CONFLICT,
+        format!(
+            "this connector follows the manager: use cctrl 'router * {word}' (or 'router NAME {word}'), which commits the change for every connector\n"
+        ),
+    )
+        .into_response()
 }
 
 /// Publishes the router state and epoch gauges.

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use carbide_config::{DatasourceState, HostPort, RouterState};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -72,19 +72,26 @@ pub struct Router {
     state_now: AtomicU8,
     /// Bumped on every table store, router state change and shutdown.
     changes: watch::Sender<u64>,
-    sessions: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    sessions: Mutex<HashMap<String, Arc<Counts>>>,
     max_latency_ms: u64,
+}
+
+/// Sessions of one datasource: open now, and created since start.
+#[derive(Debug, Default)]
+struct Counts {
+    open: AtomicUsize,
+    created: AtomicU64,
 }
 
 /// Counts a session against its datasource while alive.
 #[derive(Debug)]
 pub struct SessionSlot {
-    count: Arc<AtomicUsize>,
+    count: Arc<Counts>,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.count.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -153,11 +160,19 @@ impl Router {
     pub fn session_counts(&self) -> HashMap<String, usize> {
         let m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         m.iter()
-            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .map(|(k, v)| (k.clone(), v.open.load(Ordering::Relaxed)))
             .collect()
     }
 
-    fn counter(&self, name: &str) -> Arc<AtomicUsize> {
+    /// Sessions created since start per datasource name.
+    pub fn created_counts(&self) -> HashMap<String, u64> {
+        let m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.created.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn counter(&self, name: &str) -> Arc<Counts> {
         let mut m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(name.to_string()).or_default().clone()
     }
@@ -171,7 +186,7 @@ impl Router {
                 let counts: Vec<usize> = table
                     .replicas
                     .iter()
-                    .map(|r| self.counter(&r.name).load(Ordering::Relaxed))
+                    .map(|r| self.counter(&r.name).open.load(Ordering::Relaxed))
                     .collect();
                 match choose_replica(&table.replicas, &counts, self.max_latency_ms) {
                     Some(i) => Some(table.replicas[i].clone()),
@@ -183,7 +198,8 @@ impl Router {
             return None;
         }
         let count = self.counter(&ds.name);
-        count.fetch_add(1, Ordering::Relaxed);
+        count.open.fetch_add(1, Ordering::Relaxed);
+        count.created.fetch_add(1, Ordering::Relaxed);
         Some((ds, SessionSlot { count }))
     }
 

@@ -57,9 +57,27 @@ pub async fn run(config: &Config, members: &[String]) -> Vec<Check> {
         .collect();
     let mut ports = Vec::new();
     let c = &config.connector;
-    ports.push(("connector.rw-listen".to_string(), c.rw_listen.clone()));
-    if c.enable_ro {
-        ports.push(("connector.ro-listen".to_string(), c.ro_listen.clone()));
+    let mut listeners = Vec::new();
+    for m in &local {
+        let (rw, ro) = config.listeners(Some(&m.name));
+        listeners.push(("connector.rw-listen".to_string(), rw));
+        if c.enable_ro {
+            listeners.push(("connector.ro-listen".to_string(), ro));
+        }
+    }
+    if local.is_empty() {
+        listeners.push(("connector.rw-listen".to_string(), c.rw_listen.clone()));
+        if c.enable_ro {
+            listeners.push(("connector.ro-listen".to_string(), c.ro_listen.clone()));
+        }
+    }
+    for (k, a) in listeners {
+        if !ports
+            .iter()
+            .any(|(_, p): &(String, carbide_config::HostPort)| *p == a)
+        {
+            ports.push((k, a));
+        }
     }
     for m in &local {
         ports.push((

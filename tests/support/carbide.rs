@@ -106,7 +106,7 @@ impl CarbideConfig {
         let log = dir.path().join("carbide.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_carbide"))
-            .args(["serve", "--member", "db1", "--config"])
+            .args(["serve", "--static-routing", "--member", "db1", "--config"])
             .arg(&path)
             .env("CARBIDE_LOG", "debug")
             .stdin(Stdio::null())

@@ -11,6 +11,8 @@
 #![allow(dead_code)]
 
 pub mod carbide;
+pub mod dataservice;
+pub mod faultproxy;
 pub mod replicator;
 
 use mysql_async::prelude::{FromRow, Queryable};

@@ -136,10 +136,12 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
                 "online" => ReplicatorAction::Online,
                 "offline" => ReplicatorAction::Offline,
                 "status" => ReplicatorAction::Status,
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "unknown replicator action '{}'; usage: replicator HOST online|offline|status",
                     words[2]
-                )),
+                ))
+                }
             };
             Ok(Cmd::Replicator {
                 name: words[1].to_string(),

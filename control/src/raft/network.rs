@@ -19,6 +19,8 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 type NodeId = u64;
 
@@ -26,12 +28,19 @@ type NodeId = u64;
 #[derive(Clone)]
 pub struct Network {
     client: Client,
+    addrs: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl Network {
-    /// RPCs through `client`.
-    pub fn new(client: Client) -> Self {
-        Network { client }
+    /// RPCs through `client`. `addrs` are the manager addresses of this
+    /// process's config: they win over the address stored in the raft
+    /// membership (written by whichever manager initialized the cluster), so
+    /// each host reaches its peers the way its own config says.
+    pub fn new(client: Client, addrs: BTreeMap<NodeId, String>) -> Self {
+        Network {
+            client,
+            addrs: Arc::new(addrs),
+        }
     }
 }
 
@@ -42,7 +51,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             client: self.client.clone(),
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .addrs
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
         }
     }
 }
