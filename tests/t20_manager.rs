@@ -9,7 +9,7 @@ mod support;
 
 use mysql_async::prelude::Queryable;
 use std::time::{Duration, Instant};
-use support::dataservice::{http, Dataservice, SECRET};
+use support::dataservice::{http, http_body, Dataservice, SECRET};
 use support::faultproxy::Mode as LinkMode;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -401,9 +401,19 @@ async fn a_cut_off_process_goes_onhold_then_offline_and_comes_back() {
         support::dataservice::tail(&log, 20)
     );
     // the majority keeps its coordinator and serves
-    let ls = ds.cctrl_ok("ls");
-    assert!(ls.contains(&format!("COORDINATOR[{leader}:")), "{ls}");
     let other = (0..3).find(|i| *i != x).expect("majority member");
+    let ls = ds.cctrl_on(other, "ls");
+    assert!(ls.contains(&format!("COORDINATOR[{leader}:")), "{ls}");
+    // the cut-off manager says it has no coordinator instead of guessing
+    let (code, body) = http_body(
+        ds.ports[x].manager,
+        "POST",
+        "/manager/command",
+        Some(SECRET),
+        r#"{"line": "ls"}"#,
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not in contact with a majority"), "{body}");
     assert_eq!(ds.router_state(other), "ONLINE");
     assert_eq!(landed(&ds, other, false).await.expect("rw"), ds.dbs[0].port);
 
@@ -413,7 +423,7 @@ async fn a_cut_off_process_goes_onhold_then_offline_and_comes_back() {
     println!("healed: ONLINE again after {} ms", back.as_millis());
     assert_eq!(landed(&ds, x, false).await.expect("rw"), ds.dbs[0].port);
     std::thread::sleep(Duration::from_secs(1));
-    let ls = ds.cctrl_ok("ls");
+    let ls = ds.cctrl_on(other, "ls");
     assert!(
         ls.contains(&format!("COORDINATOR[{leader}:")),
         "the returning member must not depose the leader:\n{ls}"

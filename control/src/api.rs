@@ -105,8 +105,11 @@ fn forward_error(leader: &str, e: HttpError) -> Response {
 /// Where a leader-only request goes: `Ok(None)` to handle here, `Ok(Some)`
 /// to forward to that leader's address, `Err` when there is no leader.
 fn route_to_leader(node: &Node) -> Result<Option<(String, String)>, Response> {
-    if node.is_leader() {
+    if node.is_leader() && node.in_contact() {
         return Ok(None);
+    }
+    if !node.in_contact() {
+        return Err(no_leader(node));
     }
     let leader = node.leader().ok_or_else(|| no_leader(node))?;
     let addr = node.manager_addr(&leader).ok_or_else(|| no_leader(node))?;

@@ -251,6 +251,13 @@ impl Node {
         self.names.get(&id).cloned()
     }
 
+    /// Whether this manager hears from a leader (or is one with a quorum):
+    /// a follower cut off from the majority may still name its last leader,
+    /// but must not forward to it.
+    pub fn in_contact(&self) -> bool {
+        self.cut_off_for() < self.election_timeout() * 2
+    }
+
     /// Whether this manager is the leader.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader

@@ -254,9 +254,15 @@ impl Dataservice {
             .expect("run cctrl")
     }
 
-    /// `cctrl -e LINE`, which must succeed; its standard output.
+    /// `cctrl -e LINE` with member 0's config, which must succeed; its
+    /// standard output.
     pub fn cctrl_ok(&self, line: &str) -> String {
-        let o = self.cctrl(0, line);
+        self.cctrl_on(0, line)
+    }
+
+    /// `cctrl -e LINE` with member i's config, which must succeed.
+    pub fn cctrl_on(&self, i: usize, line: &str) -> String {
+        let o = self.cctrl(i, line);
         assert!(
             o.status.success(),
             "cctrl -e {line:?} failed: {}{}",
@@ -379,8 +385,20 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A plain HTTP/1.1 request to 127.0.0.1:port; (status, body).
+/// A plain HTTP/1.1 request to 127.0.0.1:port with an empty JSON body;
+/// (status, body).
 pub fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    http_body(port, method, path, bearer, "{}")
+}
+
+/// [`http`] with a JSON body.
+pub fn http_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let auth = bearer
@@ -388,7 +406,8 @@ pub fn http(port: u16, method: &str, path: &str, bearer: Option<&str>) -> (u16, 
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .expect("send");
     let mut resp = String::new();

@@ -115,6 +115,9 @@ pub async fn run(
         Duration::from_millis(rand::thread_rng().gen_range(ms..=ms * 2))
     };
     let mut deadline = draw();
+    // the last campaign attempt: the next waits a fresh deadline from it
+    // (leader contact is kept apart: the partition watch reads it)
+    let mut last_attempt = std::time::Instant::now();
     let voters = peers.len() + 1;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -137,7 +140,7 @@ pub async fn run(
             continue;
         }
         let age = contact.age();
-        if age < deadline {
+        if age < deadline || last_attempt.elapsed() < deadline {
             continue;
         }
         let req = PreVote {
@@ -176,7 +179,7 @@ pub async fn run(
                 .collect();
             debug!(granted, voters, answers = ?why, "pre-vote lost: not campaigning");
         }
-        contact.touch();
+        last_attempt = std::time::Instant::now();
         deadline = draw();
     }
 }
