@@ -4,7 +4,8 @@
 //! through it, on a replica, on the primary when no replica is there, after
 //! COM_RESET_CONNECTION and COM_CHANGE_USER, and from the `mariadb` CLI;
 //! nothing changes on any member, reads work, and the read-write port still
-//! writes.
+//! writes. A write pipelined behind a reset (sent before its answer) is
+//! refused without reaching the server.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -196,4 +197,63 @@ async fn without_a_replica_the_read_only_port_is_read_only_on_the_primary() {
     rw.query_drop("INSERT INTO demo.t VALUES (2, 'x')")
         .await
         .unwrap();
+}
+
+/// One MySQL packet: 3-byte length, sequence id, payload.
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+    p.extend_from_slice(payload);
+    p
+}
+
+async fn read_packet(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).await.unwrap();
+    let mut p = vec![0u8; h[0] as usize | (h[1] as usize) << 8 | (h[2] as usize) << 16];
+    s.read_exact(&mut p).await.unwrap();
+    p
+}
+
+#[tokio::test]
+async fn a_write_pipelined_behind_a_reset_does_not_run() {
+    use tokio::io::AsyncWriteExt;
+    let db = MariaDb::start().await;
+    db.sql(APP).await;
+    let before = state(&db).await;
+    let c = CarbideConfig::new(&db).start().await;
+    // a hand-made client: root (no password, GRANT ALL), protocol 4.1
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.cfg.ro))
+        .await
+        .unwrap();
+    let _greeting = read_packet(&mut s).await;
+    let caps: u32 = 0x1 | 0x200 | 0x2000 | 0x8000; // long password, 4.1, transactions, secure conn
+    let mut resp = caps.to_le_bytes().to_vec();
+    resp.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    resp.push(33);
+    resp.extend_from_slice(&[0u8; 23]);
+    resp.extend_from_slice(b"root\0");
+    resp.push(0); // empty auth response
+    s.write_all(&packet(1, &resp)).await.unwrap();
+    let ok = read_packet(&mut s).await;
+    assert!(ok.starts_with(&[0x00]), "auth OK: {ok:?}");
+    // COM_RESET_CONNECTION and an INSERT behind it, in one write
+    let mut both = packet(0, &[0x1f]);
+    both.extend(packet(0, b"\x03INSERT INTO demo.t VALUES (7, 'pipelined')"));
+    s.write_all(&both).await.unwrap();
+    let first = read_packet(&mut s).await;
+    assert!(
+        first.starts_with(&[0xff]) && first.len() > 9,
+        "refused: {first:?}"
+    );
+    let code = u16::from_le_bytes([first[1], first[2]]);
+    let msg = String::from_utf8_lossy(&first[9..]).to_string();
+    assert_eq!(code, 1105, "{msg}");
+    assert!(
+        msg.contains("before the answer to a session reset"),
+        "{msg}"
+    );
+    assert_eq!(state(&db).await, before, "the INSERT did not run");
+    assert!(c.log_text().contains("read-only session closed"));
 }
