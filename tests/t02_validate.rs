@@ -211,3 +211,52 @@ async fn a_running_carbide_holding_its_ports_is_a_warning_not_an_error() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn application_accounts_that_write_through_read_only_are_a_warning() {
+    let db = MariaDb::start().await;
+    db.sql(GRANT_ALL).await;
+    // the common application account, and a user.map account with SUPER
+    db.sql(
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app'; GRANT ALL ON *.* TO 'app'@'%'; \
+         CREATE USER 'report'@'127.0.0.1' IDENTIFIED BY 'r'; \
+         GRANT SELECT, SUPER ON *.* TO 'report'@'127.0.0.1'",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("user.map"), "report r alpha\n").unwrap();
+    let text = config_text(dir.path(), &[db.port]).replace(
+        "[replicator]\n",
+        "user-map = \"user.map\"\n\n[replicator]\n",
+    );
+    let cfg = dir.path().join("carbide.toml");
+    std::fs::write(&cfg, text).unwrap();
+
+    let (out, text) = validate(&cfg);
+    assert!(out.status.success(), "a warning, not an error: {text}");
+    let l = line(&text, "db1", "read_only_bypass");
+    assert!(
+        l.starts_with(
+            "WARN  db1      read_only_bypass     'app'@'%' (READ_ONLY ADMIN, SUPER), \
+             'report'@'127.0.0.1' (SUPER, user.map) can write while read_only=ON"
+        ),
+        "{l}"
+    );
+    assert!(
+        l.contains("-- fix: grant applications their schemas, not *.*")
+            && l.contains("REVOKE READ_ONLY ADMIN, SUPER ON *.* FROM 'app'@'%'"),
+        "{l}"
+    );
+
+    // granted without them, nothing to say
+    db.sql(
+        "REVOKE READ_ONLY ADMIN, SUPER ON *.* FROM 'app'@'%'; \
+         REVOKE SUPER ON *.* FROM 'report'@'127.0.0.1'",
+    )
+    .await;
+    let (_, text) = validate(&cfg);
+    assert_eq!(
+        line(&text, "db1", "read_only_bypass"),
+        "OK    db1      read_only_bypass     no application account holds READ_ONLY ADMIN or SUPER"
+    );
+}

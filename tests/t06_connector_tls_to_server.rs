@@ -1,7 +1,8 @@
 //! TLS from carbide to the datasource (`[tls] to-server = true`): the
 //! server sees an encrypted session whether or not the client used TLS, the
 //! server's certificate is verified against `tls.ca`, and a server without
-//! TLS gets the client a clear error instead of a plain-text session.
+//! TLS gets the client a clear error instead of a plain-text session; the
+//! read-only port's session is made read-only over the TLS leg.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -94,6 +95,21 @@ async fn sessions_to_the_server_are_encrypted_and_verified() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+
+    // the read-only port (no replica: the primary) makes its session
+    // read-only over the TLS leg too, for root's GRANT ALL as well
+    let mut ro = Conn::new(c.ro_opts()).await.unwrap();
+    assert!(!server_cipher(&mut ro).await.is_empty());
+    match ro.query_drop("INSERT INTO app.b VALUES (2, 'x')").await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1792, "{}", e.message),
+        other => panic!("a write through the read-only port: {other:?}"),
+    }
+    let n: i64 = ro
+        .query_first("SELECT COUNT(*) FROM app.b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 //! the [`routing::Router`] where a session goes and whether the router lets
 //! it in; each [`session`] relays the greeting and authentication byte for
 //! byte, then pumps packets both ways, following the conversation with a
-//! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts.
+//! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts;
+//! sessions of the read-only listener are made read-only on the server by
+//! [`read_only`].
 //! Counters leave through [`metrics`], served with `/status` and the router
 //! controls by [`admin`]. Sessions run on the [`workers`] (one
 //! single-threaded runtime per thread). The only input from outside the proxy is the
@@ -15,6 +17,8 @@ pub mod listener;
 pub mod metrics;
 pub mod packet;
 pub mod protocol;
+pub mod read_only;
+mod reader;
 pub mod routing;
 pub mod session;
 pub mod stream;

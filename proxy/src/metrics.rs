@@ -38,10 +38,12 @@ pub enum ErrorKind {
     MaxConnections,
     /// Closed by carbide after the disconnect timeout, mid-transaction.
     ForcedDisconnect,
+    /// A read-only-listener session could not be made (again) read-only.
+    ReadOnlySetup,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 12] = [
+    const ALL: [ErrorKind; 13] = [
         ErrorKind::ClientMalformed,
         ErrorKind::ClientHandshakeTimeout,
         ErrorKind::ClientVanished,
@@ -54,6 +56,7 @@ impl ErrorKind {
         ErrorKind::OnholdTimeout,
         ErrorKind::MaxConnections,
         ErrorKind::ForcedDisconnect,
+        ErrorKind::ReadOnlySetup,
     ];
 
     /// (kind, side) labels.
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::OnholdTimeout => ("onhold_timeout", "internal"),
             ErrorKind::MaxConnections => ("max_connections", "internal"),
             ErrorKind::ForcedDisconnect => ("forced_disconnect", "internal"),
+            ErrorKind::ReadOnlySetup => ("read_only_setup", "backend"),
         }
     }
 }

@@ -10,7 +10,10 @@
 //!    TLS when the client asks, then relay the authentication exchange
 //!    packet by packet (sequence ids shifted by one around carbide's own
 //!    TLS), so every auth plugin the server has works unchanged.
-//! 3. **Pump**: raw chunks are forwarded both ways unchanged; a
+//! 3. **Read-only**: on the read-only listener, carbide makes the session
+//!    read-only on the server before the client's first command, and again
+//!    after a reset ([`read_only`](crate::read_only)).
+//! 4. **Pump**: raw chunks are forwarded both ways unchanged; a
 //!    [`Framer`] per direction reports message starts to the [`Tracker`],
 //!    which says when the session is idle and whether a transaction is
 //!    open. When the router goes OFFLINE, the primary moves, or carbide
@@ -21,8 +24,10 @@
 //! says what happened.
 
 use crate::metrics::{ErrorKind, ListenerMetrics, Metrics};
-use crate::packet::{write_packet, Framer, Header, HEADER_LEN};
+use crate::packet::{write_packet, Framer, HEADER_LEN};
 use crate::protocol::{self, cap, mariadb_cap, Greeting, SSL_REQUEST_LEN};
+use crate::read_only::{self, ResetGuard};
+use crate::reader::{PacketReader, ReadErr};
 use crate::routing::{Access, Datasource, Router, SessionSlot};
 use crate::stream::Stream;
 use crate::tracker::Tracker;
@@ -30,7 +35,7 @@ use carbide_config::RouterState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
@@ -67,8 +72,6 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Largest packet accepted during the handshake (connect attributes fit).
-const HANDSHAKE_LIMIT: usize = 1 << 20;
 /// Read buffer sizes of the pump.
 const CLIENT_BUF: usize = 4 * 1024;
 const SERVER_BUF: usize = 16 * 1024;
@@ -197,6 +200,10 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
             m.error(ErrorKind::OnholdTimeout);
             info!("new transaction waited too long while the connector was on hold");
         }
+        End::ReadOnly(why) => {
+            m.error(ErrorKind::ReadOnlySetup);
+            warn!(error = %why, "read-only session closed: it could not be made read-only");
+        }
     }
     let _ = timeout(Duration::from_millis(200), client.shutdown()).await;
     let _ = timeout(Duration::from_millis(200), server.shutdown()).await;
@@ -264,43 +271,6 @@ async fn backend_down(
         ds.name, ds.addr
     );
     refuse(client, code::CONNECT_FAILED, "HY000", &msg).await;
-}
-
-/// Buffered packet reads that survive cancellation (bytes already read stay
-/// in the buffer), for the handshake phase.
-#[derive(Default)]
-struct PacketReader {
-    buf: Vec<u8>,
-}
-
-enum ReadErr {
-    Eof,
-    TooLarge(usize),
-    Io,
-}
-
-impl PacketReader {
-    async fn next<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<(u8, Vec<u8>), ReadErr> {
-        loop {
-            if self.buf.len() >= HEADER_LEN {
-                let h = Header::parse([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                if h.len > HANDSHAKE_LIMIT {
-                    return Err(ReadErr::TooLarge(h.len));
-                }
-                if self.buf.len() >= HEADER_LEN + h.len {
-                    let payload = self.buf[HEADER_LEN..HEADER_LEN + h.len].to_vec();
-                    self.buf.drain(..HEADER_LEN + h.len);
-                    return Ok((h.seq, payload));
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) => return Err(ReadErr::Eof),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return Err(ReadErr::Io),
-            }
-        }
-    }
 }
 
 enum HandshakeEnd {
@@ -592,6 +562,7 @@ enum End {
     Boundary(&'static str),
     Forced(&'static str),
     OnholdTimeout,
+    ReadOnly(String),
 }
 
 /// Why an open session must close, if it must.
@@ -640,9 +611,18 @@ async fn pump(
     let mut busy_since: Option<Instant> = None;
     // responses started for the oldest command: an ERR can only be injected before any
     let mut server_msgs_in_command = 0usize;
+    // read-only listener: resets must not make the session writable
+    let mut guard = (access == Access::ReadOnly).then(ResetGuard::default);
+    let mut pipelined = None;
 
     // bytes that arrived together with the end of authentication
-    let (cl, sl) = leftover;
+    let (cl, mut sl) = leftover;
+    let within = shared.settings.handshake_timeout;
+    if guard.is_some() {
+        if let Err(e) = read_only::apply_or_tell(client, server, &mut sl, within).await {
+            return End::ReadOnly(e.to_string());
+        }
+    }
     if !sl.is_empty() {
         sf.feed(&sl, |_| {});
         if client.write_all(&sl).await.is_err() {
@@ -654,7 +634,14 @@ async fn pump(
             if let Some(c) = tracker.client_message(m) {
                 lm.command(c);
             }
+            if let Some(Err(p)) = guard.as_mut().map(|g| g.client_message(m)) {
+                pipelined.get_or_insert(p);
+            }
         });
+        if let Some(p) = pipelined {
+            read_only::tell(client, &p).await;
+            return End::ReadOnly(p.to_string());
+        }
         busy_since = Some(Instant::now());
         if server.write_all(&cl).await.is_err() {
             return End::ServerClosed;
@@ -702,7 +689,10 @@ async fn pump(
                 let chunk = &sbuf[..n];
                 sf.feed(chunk, |m| {
                     server_msgs_in_command += 1;
-                    if tracker.server_message(m).is_some() {
+                    if let Some(done) = tracker.server_message(m) {
+                        if let Some(g) = guard.as_mut() {
+                            g.completed(&done);
+                        }
                         server_msgs_in_command = 0;
                         if tracker.idle() {
                             if let Some(t) = busy_since.take() {
@@ -714,6 +704,13 @@ async fn pump(
                 lm.bytes_out.inc_by(n as u64);
                 if client.write_all(chunk).await.is_err() {
                     return End::ClientClosed { mid_command: true };
+                }
+                if let Some(g) = guard.as_mut().filter(|g| g.must_reapply() && sf.at_boundary()) {
+                    // before anything more of the client reaches the server
+                    if let Err(e) = read_only::apply_or_tell(client, server, &mut Vec::new(), within).await {
+                        return End::ReadOnly(format!("after a session reset: {e}"));
+                    }
+                    g.reapplied();
                 }
             }
             r = client.read(&mut cbuf) => {
@@ -750,7 +747,14 @@ async fn pump(
                             busy_since = Some(Instant::now());
                         }
                     }
+                    if let Some(Err(p)) = guard.as_mut().map(|g| g.client_message(m)) {
+                        pipelined.get_or_insert(p);
+                    }
                 });
+                if let Some(p) = pipelined {
+                    read_only::tell(client, &p).await;
+                    return End::ReadOnly(p.to_string());
+                }
                 lm.bytes_in.inc_by(n as u64);
                 if server.write_all(chunk).await.is_err() {
                     return End::ServerClosed;

@@ -59,8 +59,19 @@ impl fmt::Display for Check {
     }
 }
 
+/// An account that holds privileges which pass over `read_only=ON`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivilegedAccount {
+    /// As the server writes it: `'app'@'%'`.
+    pub grantee: String,
+    /// The user name alone: `app`.
+    pub user: String,
+    /// Which of `READ_ONLY ADMIN` and `SUPER` it holds.
+    pub privileges: Vec<String>,
+}
+
 /// What one member's MariaDB told us.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFacts {
     /// `@@version`.
     pub version: String,
@@ -79,6 +90,9 @@ pub struct ServerFacts {
     pub global_privileges: Vec<String>,
     /// Server clock minus our clock, in ms (midpoint of the round trip).
     pub clock_offset_ms: i64,
+    /// Every account holding `READ_ONLY ADMIN` or `SUPER` on `*.*`, or why
+    /// they could not be read.
+    pub read_only_admins: Result<Vec<PrivilegedAccount>, String>,
 }
 
 /// Everything `validate` looked at.
@@ -91,7 +105,12 @@ pub struct Facts {
     pub ports: Vec<(String, HostPort, Result<Option<String>, String>)>,
     /// THL directories on this host: (member, dir, free MiB or the error).
     pub thl_dirs: Vec<(String, PathBuf, Result<u64, String>)>,
+    /// The application users of the connector's `user.map`, when it has one.
+    pub app_users: Option<Vec<String>>,
 }
+
+/// Accounts that are not the application's: the server's own and carbide's.
+const ADMIN_ACCOUNTS: &[&str] = &["root", "mysql", "mariadb.sys"];
 
 /// Privileges the manager and replicator need; each entry lists the names
 /// that satisfy it (MariaDB renamed some in 10.5).
@@ -346,7 +365,98 @@ pub fn evaluate(config: &Config, facts: &Facts) -> Vec<Check> {
             },
         });
     }
+    out.extend(read_only_bypass(config, facts));
     out
+}
+
+/// One line per primary: do application accounts (those of `user.map`, and
+/// any other account than the server's own and carbide's) hold a privilege
+/// that writes through `read_only=ON`?
+fn read_only_bypass(config: &Config, facts: &Facts) -> Vec<Check> {
+    let carbide_user = config.credentials.user.as_str();
+    let mut out = Vec::new();
+    for (member, result) in &facts.servers {
+        let primary = config
+            .member(member)
+            .is_some_and(|m| m.role == carbide_config::Role::Master);
+        let Some(Ok(s)) = primary.then_some(result) else {
+            continue;
+        };
+        let check = |level, found: String, fix: Option<String>| Check {
+            level,
+            subject: member.clone(),
+            name: "read_only_bypass",
+            found,
+            fix,
+        };
+        let accounts = match &s.read_only_admins {
+            Ok(a) => a,
+            Err(e) => {
+                out.push(check(
+                    Level::Warn,
+                    format!("cannot list the accounts that hold READ_ONLY ADMIN or SUPER: {e}"),
+                    Some(format!("let '{carbide_user}' read mysql.* (GRANT SELECT ON mysql.* TO '{carbide_user}'@'<host>')")),
+                ));
+                continue;
+            }
+        };
+        let mapped = |user: &str| {
+            facts
+                .app_users
+                .as_ref()
+                .is_some_and(|u| u.iter().any(|x| x == user))
+        };
+        let apps: Vec<&PrivilegedAccount> = accounts
+            .iter()
+            .filter(|a| {
+                mapped(&a.user)
+                    || (a.user != carbide_user && !ADMIN_ACCOUNTS.contains(&a.user.as_str()))
+            })
+            .collect();
+        let Some(first) = apps.first() else {
+            out.push(check(
+                Level::Ok,
+                "no application account holds READ_ONLY ADMIN or SUPER".into(),
+                None,
+            ));
+            continue;
+        };
+        let names: Vec<String> = apps
+            .iter()
+            .map(|a| {
+                let from_map = if mapped(&a.user) { ", user.map" } else { "" };
+                format!("{} ({}{from_map})", a.grantee, a.privileges.join(", "))
+            })
+            .collect();
+        out.push(check(
+            Level::Warn,
+            format!(
+                "{} can write while read_only=ON: on a replica only the connector's read-only \
+                 port keeps them from writing (a direct connection writes and the replica \
+                 diverges), and read_only alone does not fence an old primary from them",
+                names.join(", ")
+            ),
+            Some(format!(
+                "grant applications their schemas, not *.* (GRANT ALL ON *.* includes READ_ONLY \
+                 ADMIN in MariaDB 10.11, SUPER before): e.g. GRANT ALL PRIVILEGES ON app_db.* TO \
+                 {g}, or REVOKE READ_ONLY ADMIN, SUPER ON *.* FROM {g}",
+                g = first.grantee
+            )),
+        ));
+    }
+    out
+}
+
+/// The user name in a grantee as `information_schema` writes it
+/// (`'app'@'%'` → `app`; a quote inside a name is doubled).
+pub fn grantee_user(grantee: &str) -> String {
+    let user = match grantee.rsplit_once("@'") {
+        Some((u, _)) => u,
+        None => grantee,
+    };
+    user.trim_start_matches('\'')
+        .trim_end_matches('\'')
+        .replace("''", "'")
 }
 
 /// The global privileges in SHOW GRANTS lines: the comma list between
@@ -398,7 +508,79 @@ mod tests {
             server_id: id,
             global_privileges: vec!["ALL PRIVILEGES".into()],
             clock_offset_ms: 0,
+            read_only_admins: Ok(vec![account("root", "localhost"), account("tungsten", "%")]),
         }
+    }
+
+    fn account(user: &str, host: &str) -> PrivilegedAccount {
+        PrivilegedAccount {
+            grantee: format!("'{user}'@'{host}'"),
+            user: user.into(),
+            privileges: vec!["READ_ONLY ADMIN".into(), "SUPER".into()],
+        }
+    }
+
+    fn bypass_line(checks: &[Check]) -> Vec<&Check> {
+        checks
+            .iter()
+            .filter(|c| c.name == "read_only_bypass")
+            .collect()
+    }
+
+    #[test]
+    fn application_accounts_that_pass_over_read_only_are_a_warning_on_the_primary() {
+        // the server's and carbide's own accounts are not the application's
+        let facts = Facts {
+            servers: vec![("db1".into(), Ok(good(1))), ("db2".into(), Ok(good(2)))],
+            ..Facts::default()
+        };
+        let checks = evaluate(&config(), &facts);
+        let l = bypass_line(&checks);
+        assert_eq!(l.len(), 1, "the primary only: {l:?}");
+        assert_eq!((l[0].level, l[0].subject.as_str()), (Level::Ok, "db1"));
+
+        // an app account with GRANT ALL on the primary, one more in user.map
+        let mut primary = good(1);
+        primary.read_only_admins = Ok(vec![
+            account("root", "localhost"),
+            account("app", "%"),
+            account("report", "10.0.0.%"),
+        ]);
+        let facts = Facts {
+            servers: vec![("db1".into(), Ok(primary)), ("db2".into(), Ok(good(2)))],
+            app_users: Some(vec!["report".into()]),
+            ..Facts::default()
+        };
+        let checks = evaluate(&config(), &facts);
+        let l = bypass_line(&checks);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].level, Level::Warn);
+        assert!(
+            l[0].found.starts_with(
+                "'app'@'%' (READ_ONLY ADMIN, SUPER), 'report'@'10.0.0.%' (READ_ONLY ADMIN, SUPER, user.map) can write while read_only=ON"
+            ),
+            "{}",
+            l[0]
+        );
+        let fix = l[0].fix.as_deref().unwrap_or_default();
+        assert!(
+            fix.contains("GRANT ALL PRIVILEGES ON app_db.* TO 'app'@'%'"),
+            "{fix}"
+        );
+        assert!(
+            fix.contains("REVOKE READ_ONLY ADMIN, SUPER ON *.* FROM 'app'@'%'"),
+            "{fix}"
+        );
+        assert!(!errors(&checks)
+            .iter()
+            .any(|(_, n)| *n == "read_only_bypass"));
+    }
+
+    #[test]
+    fn grantee_user_names() {
+        assert_eq!(grantee_user("'app'@'%'"), "app");
+        assert_eq!(grantee_user("'o''brien'@'10.0.0.1'"), "o'brien");
+        assert_eq!(grantee_user("'we@ird'@'h'"), "we@ird");
     }
 
     fn errors(checks: &[Check]) -> Vec<(String, &'static str)> {
@@ -438,6 +620,7 @@ mod tests {
                 Err("address in use".into()),
             )],
             thl_dirs: vec![("db1".into(), PathBuf::from("/thl"), Ok(10))],
+            app_users: None,
         };
         let checks = evaluate(&config(), &facts);
         let errs = errors(&checks);

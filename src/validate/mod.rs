@@ -9,7 +9,7 @@
 pub mod checks;
 
 use carbide_config::{Config, HostPort, Member};
-use checks::{Check, Facts, ServerFacts};
+use checks::{Check, Facts, PrivilegedAccount, ServerFacts};
 use mysql_async::prelude::Queryable;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,12 +101,19 @@ pub async fn run(config: &Config, members: &[String]) -> Vec<Check> {
             thl_dirs.push((m.name.clone(), dir, r));
         }
     }
+    // the config's own validation has already loaded it once
+    let app_users = c
+        .user_map
+        .as_ref()
+        .and_then(|p| carbide_config::UserMap::load(&config.resolve(p)).ok())
+        .map(|map| map.users.into_iter().map(|u| u.user).collect());
     checks::evaluate(
         config,
         &Facts {
             servers,
             ports,
             thl_dirs,
+            app_users,
         },
     )
 }
@@ -149,6 +156,7 @@ async fn server_facts(config: &Config, m: &Member) -> Result<ServerFacts, String
         .await
         .map_err(|e| format!("reading the server clock: {e}"))?;
     let after = now_ms();
+    let read_only_admins = read_only_admins(&mut conn).await;
     let _ = conn.disconnect().await;
     Ok(ServerFacts {
         version,
@@ -159,7 +167,25 @@ async fn server_facts(config: &Config, m: &Member) -> Result<ServerFacts, String
         server_id,
         global_privileges: checks::global_privileges(&grants),
         clock_offset_ms: server_ms.unwrap_or(0) - (before + after) / 2,
+        read_only_admins,
     })
+}
+
+/// The accounts holding `READ_ONLY ADMIN` or `SUPER` (`GRANT ALL ON *.*`
+/// gives both), which write through `read_only=ON`.
+async fn read_only_admins(conn: &mut mysql_async::Conn) -> Result<Vec<PrivilegedAccount>, String> {
+    let q = "SELECT GRANTEE, GROUP_CONCAT(PRIVILEGE_TYPE ORDER BY PRIVILEGE_TYPE SEPARATOR ', ') \
+             FROM information_schema.USER_PRIVILEGES \
+             WHERE PRIVILEGE_TYPE IN ('READ_ONLY ADMIN', 'SUPER') GROUP BY GRANTEE ORDER BY GRANTEE";
+    let rows: Vec<(String, String)> = conn.query(q).await.map_err(|e| format!("{q}: {e}"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(grantee, privileges)| PrivilegedAccount {
+            user: checks::grantee_user(&grantee),
+            grantee,
+            privileges: privileges.split(", ").map(str::to_string).collect(),
+        })
+        .collect())
 }
 
 /// `Ok(None)`: free; `Ok(Some(who))`: a carbide process listens there
