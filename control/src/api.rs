@@ -104,21 +104,22 @@ fn forward_error(leader: &str, e: HttpError) -> Response {
 
 /// Where a leader-only request goes: `Ok(None)` to handle here, `Ok(Some)`
 /// to forward to that leader's address, `Err` when there is no leader.
-fn route_to_leader(node: &Node) -> Result<Option<(String, String)>, Response> {
+fn route_to_leader(node: &Node) -> Result<Option<(String, String)>, Box<Response>> {
+    let none = || Box::new(no_leader(node));
     if node.is_leader() && node.in_contact() {
         return Ok(None);
     }
     if !node.in_contact() {
-        return Err(no_leader(node));
+        return Err(none());
     }
-    let leader = node.leader().ok_or_else(|| no_leader(node))?;
-    let addr = node.manager_addr(&leader).ok_or_else(|| no_leader(node))?;
+    let leader = node.leader().ok_or_else(none)?;
+    let addr = node.manager_addr(&leader).ok_or_else(none)?;
     Ok(Some((leader, addr.to_string())))
 }
 
 async fn command(State(node): State<Arc<Node>>, Json(req): Json<CommandRequest>) -> Response {
     match route_to_leader(&node) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(Some((leader, addr))) => {
             let r: Result<CommandResponse, HttpError> = node
                 .client()
@@ -149,7 +150,7 @@ async fn command(State(node): State<Arc<Node>>, Json(req): Json<CommandRequest>)
 
 async fn view(State(node): State<Arc<Node>>) -> Response {
     match route_to_leader(&node) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(Some((leader, addr))) => {
             let r: Result<ClusterView, HttpError> = node
                 .client()

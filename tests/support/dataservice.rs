@@ -81,9 +81,9 @@ impl Builder {
         let mut proxies = BTreeMap::new();
         if self.proxies {
             for i in 0..self.n {
-                for j in 0..self.n {
+                for (j, p) in ports.iter().enumerate() {
                     if i != j {
-                        proxies.insert((i, j), FaultProxy::start(ports[j].manager));
+                        proxies.insert((i, j), FaultProxy::start(p.manager));
                     }
                 }
             }

@@ -10,6 +10,7 @@
 //!   either way (a hung host or a silently dropping network).
 //! - `Reset`: open connections are reset; new ones pass.
 //! - `Delay(d)`: forward, each chunk held back `d`.
+//!
 //! It runs on its own thread and runtime, so a test that blocks does not
 //! stall it; dropping it stops it.
 

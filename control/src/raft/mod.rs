@@ -64,7 +64,7 @@ pub fn node_id(name: &str) -> u64 {
 pub fn raft_config(
     service: &str,
     m: &carbide_config::Manager,
-) -> Result<openraft::Config, openraft::ConfigError> {
+) -> Result<openraft::Config, String> {
     openraft::Config {
         cluster_name: service.to_string(),
         heartbeat_interval: m.heartbeat_ms,
@@ -77,6 +77,7 @@ pub fn raft_config(
         ..Default::default()
     }
     .validate()
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

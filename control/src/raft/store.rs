@@ -22,6 +22,10 @@
 //! state on a watch channel: how the rest of the process learns of commits).
 //! openraft's own storage test suite runs against both (`tests` below).
 
+// openraft's traits return its `StorageError` (large); the helpers here
+// return the same type rather than convert at every call.
+#![allow(clippy::result_large_err)]
+
 use super::TypeConfig;
 use crate::state::{ClusterState, Outcome};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
