@@ -3,6 +3,7 @@
 #
 #   scripts/sandbox.sh [up]    install what is missing, build, start it
 #   scripts/sandbox.sh status  show what runs
+#   scripts/sandbox.sh start-db NAME   start member NAME's MariaDB again (after a kill)
 #   scripts/sandbox.sh down    stop everything it started and remove ./sandbox/
 #
 # Everything lives under ./sandbox/: the config (carbide.toml), one
@@ -292,10 +293,24 @@ down() {
   log "sandbox stopped and removed"
 }
 
+start_db_again() { # name
+  local n=${1:-} i port ro=ON
+  [ -f "$SB/carbide.toml" ] || die "no sandbox (scripts/sandbox.sh up starts one)"
+  for i in "${!NODES[@]}"; do [ "${NODES[$i]}" = "$n" ] && break; done
+  [ "${NODES[$i]:-}" = "$n" ] && [ -n "$n" ] || die "start-db: no member '$n' (members: ${NODES[*]})"
+  pid_alive "$(cat "$SB/$n/mariadbd.pid" 2>/dev/null || true)" && die "MariaDB $n is running already"
+  port=$(awk -v n="$n" '$1=="name" {cur=$3} $1=="mysql" && cur=="\""n"\"" {gsub(/"/,"",$3); split($3,a,":"); print a[2]}' "$SB/carbide.toml")
+  [ -n "$port" ] || die "start-db: no mysql address for $n in $SB/carbide.toml"
+  [ "$i" -eq 0 ] && ro=OFF
+  log "starting MariaDB $n on 127.0.0.1:$port again (read_only=$ro)"
+  start_db "$n" "$port" $((i + 1)) "$ro"
+}
+
 case "${1:-up}" in
   up) up ;;
+  start-db) start_db_again "${2:-}" ;;
   down) down ;;
   status) status ;;
-  -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (expected up, status or down)" ;;
+  -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (expected up, status, start-db NAME or down)" ;;
 esac

@@ -17,7 +17,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Opens a session through member i's connector and asks which server it
 /// landed on.
 async fn landed(ds: &Dataservice, i: usize, ro: bool) -> Result<u16, mysql_async::Error> {
-    let mut c = mysql_async::Conn::new(ds.opts(i, ro)).await?;
+    landed_at(ds.opts(i, ro)).await
+}
+
+async fn landed_at(opts: mysql_async::Opts) -> Result<u16, mysql_async::Error> {
+    let mut c = mysql_async::Conn::new(opts).await?;
     let port: Option<u16> = c.query_first("SELECT @@port").await?;
     let _ = c.disconnect().await;
     Ok(port.unwrap_or(0))
@@ -273,7 +277,24 @@ async fn replica_failure_under_each_policy() {
     let mut ds = Dataservice::builder(3).start().await;
     let db3 = ds.dbs[2].port;
 
-    // AUTOMATIC: FAILED, out of routing, back ONLINE when it returns
+    // AUTOMATIC: FAILED, out of routing, back ONLINE when it returns. A
+    // reader opens a new read-only session every 20 ms throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, opts) = (stop.clone(), ds.opts(0, true));
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = landed_at(opts.clone()).await.map_err(|e| e.to_string());
+                seen.push((t, r));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
     ds.dbs[2].kill9().await;
     let ls = ds.wait_ls(20, "db3 FAILED", |o| {
         o.contains("|db3(slave:FAILED(DATASERVER 'db3@test' STOPPED), progress=")
@@ -295,6 +316,7 @@ async fn replica_failure_under_each_policy() {
                 })
         })
     });
+    let detected = Instant::now();
     let mut errors = 0;
     for i in 0..30 {
         match landed(&ds, i % 3, true).await {
@@ -303,6 +325,26 @@ async fn replica_failure_under_each_policy() {
         }
     }
     assert_eq!(errors, 0, "read sessions after detection must not fail");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.expect("reader");
+    let after: Vec<_> = seen.iter().filter(|(t, _)| *t >= detected).collect();
+    assert!(after.len() > 10, "the reader kept reading: {}", after.len());
+    for (_, r) in &after {
+        assert!(
+            matches!(r, Ok(p) if *p != db3),
+            "a read session after detection failed or hit db3: {r:?}"
+        );
+    }
+    let before = seen
+        .iter()
+        .filter(|(t, r)| *t < detected && *t >= killed && r.is_err())
+        .count();
+    println!(
+        "replica db3 killed: FAILED and out of routing {} ms later; {before} of the reader's new sessions failed before that, 0 of {} after",
+        detected.duration_since(killed).as_millis(),
+        after.len()
+    );
     ds.dbs[2].restart().await;
     ds.wait_ls(30, "db3 ONLINE again (AUTOMATIC)", |o| {
         o.contains("|db3(slave:ONLINE, progress=")
@@ -429,4 +471,61 @@ async fn a_cut_off_process_goes_onhold_then_offline_and_comes_back() {
         "the returning member must not depose the leader:\n{ls}"
     );
     assert_eq!(term(li), term_before, "the leader's term did not change");
+}
+
+/// The bench behind `benches/leader_election.sh` (not run by the suite):
+/// with the default `[manager]` timers, kill -9 the coordinator's carbide
+/// ROUNDS times (default 10) and print how long until another manager is
+/// coordinator, as `cctrl ls` run every 20 ms shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bench: benches/leader_election.sh"]
+async fn bench_leader_election() {
+    let _serial = SERIAL.lock().await;
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut ds = Dataservice::builder(3).default_timers().start().await;
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let leader = ds.coordinator();
+        let li: usize = leader.trim_start_matches("db").parse::<usize>().expect("n") - 1;
+        let other = (li + 1) % 3;
+        let start = Instant::now();
+        ds.kill9_carbide(li);
+        loop {
+            let o = ds.cctrl(other, "ls");
+            let text = String::from_utf8_lossy(&o.stdout);
+            if o.status.success()
+                && text.contains("COORDINATOR[db")
+                && !text.contains(&format!("COORDINATOR[{leader}:"))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no new coordinator"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ms = start.elapsed().as_millis() as u64;
+        println!(
+            "round {}: coordinator {leader} killed, new coordinator after {ms} ms",
+            round + 1
+        );
+        times.push(ms);
+        ds.restart_carbide(li);
+        ds.wait_ls(30, "all three managers back", |o| {
+            o.matches("MANAGER(state=ONLINE)").count() == 3
+        });
+    }
+    times.sort_unstable();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "leader election after kill -9 of the coordinator, {} rounds: median {} ms, p90 {} ms, max {} ms",
+        times.len(),
+        pct(0.5),
+        pct(0.9),
+        times[times.len() - 1]
+    );
 }

@@ -90,7 +90,10 @@ fn forward_error(leader: &str, e: HttpError) -> Response {
             }
             (StatusCode::BAD_GATEWAY, e.to_string())
         }
-        _ => (StatusCode::BAD_GATEWAY, e.to_string()),
+        // the coordinator cannot be reached: for the caller that is the
+        // same as having none (an election is under way, or this manager
+        // is cut off); 503 tells cctrl to try again or ask another manager
+        _ => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     (
         status,

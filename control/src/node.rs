@@ -22,7 +22,7 @@ use crate::cctrl::{self, format, Cmd, ReplicatorAction};
 use crate::http::{Client, HttpError};
 use crate::metrics::ManagerMetrics;
 use crate::monitor::{ConnectorStats, Observation, Prober, Report};
-use crate::policy::{self, DsAction, Evidence, OperatorCommand, Settings};
+use crate::policy::{self, Evidence, OperatorCommand, Settings};
 use crate::raft::store::{self, LogStore, StateMachine};
 use crate::raft::{network::Network, node_id, raft_config, watchdog, Raft};
 use crate::state::{seed_from_config, Change, ClusterState, Command, Outcome};
@@ -30,7 +30,7 @@ use crate::view::{self, ClusterView};
 use carbide_config::{Config, RouterState};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -497,7 +497,7 @@ impl Node {
                 let old = state.policy();
                 self.propose(Change::SetPolicy(p), format!("operator: set policy {p}"))
                     .await?;
-                Ok(format!("policy mode is now {p} (was {old})\n"))
+                Ok(format::policy_done(p, old))
             }
             Cmd::Datasource { name, action } => {
                 let op = OperatorCommand::Datasource {
@@ -505,20 +505,7 @@ impl Node {
                     action,
                 };
                 self.operator(&state, op, expert, line).await?;
-                Ok(match action {
-                    DsAction::Shun => format!("DataSource '{name}' set to SHUNNED\n"),
-                    DsAction::Fail => format!("DataSource '{name}' set to FAILED\n"),
-                    DsAction::Offline => format!("DataSource '{name}' is now OFFLINE\n"),
-                    DsAction::Welcome | DsAction::Online => {
-                        format!("DataSource '{name}' is now ONLINE\n")
-                    }
-                    DsAction::Recover => {
-                        let svc = &state.service;
-                        format!(
-                            "RECOVERING DATASOURCE '{name}@{svc}'\nVERIFYING THAT WE CAN CONNECT TO DATA SERVER '{name}'\nDATA SERVER '{name}' IS NOW AVAILABLE FOR CONNECTIONS\nDataSource '{name}' is now ONLINE\nRECOVERY OF '{name}@{svc}' WAS SUCCESSFUL\n"
-                        )
-                    }
-                })
+                Ok(format::datasource_done(&name, action, &state.service))
             }
             Cmd::Router { target, state: to } => {
                 let op = OperatorCommand::Router {
@@ -530,10 +517,7 @@ impl Node {
                     crate::state::RouterTarget::All => state.routers.keys().cloned().collect(),
                     crate::state::RouterTarget::One(n) => vec![n],
                 };
-                Ok(names
-                    .iter()
-                    .map(|n| format!("connector@{n}: router is now {to}\n"))
-                    .collect())
+                Ok(format::router_done(&names, to))
             }
             Cmd::Replicator { name, action } => self.replicator(&state, &name, action).await,
             Cmd::ClusterHeartbeat => {
@@ -623,27 +607,15 @@ impl Node {
                     )
                     .await
                     .map_err(|e| format!("replicator '{name}': {e}"))?;
-                let mut out = String::from("Processing status command...\nNAME                     VALUE\n----                     -----\n");
-                if let Some(obj) = v.as_object() {
-                    let keys: BTreeSet<&String> = obj.keys().collect();
-                    for k in keys {
-                        let val = match &obj[k] {
-                            serde_json::Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        out.push_str(&format!("{k:<25}: {val}\n"));
-                    }
-                }
-                out.push_str("Finished status command...\n");
-                Ok(out)
+                Ok(format::replicator_status(&v))
             }
             ReplicatorAction::Online => {
                 self.replicator_post(name, "online").await?;
-                Ok(format!("Replicator '{name}' is now ONLINE\n"))
+                Ok(format::replicator_done(name, "ONLINE"))
             }
             ReplicatorAction::Offline => {
                 self.replicator_post(name, "offline").await?;
-                Ok(format!("Replicator '{name}' is now OFFLINE\n"))
+                Ok(format::replicator_done(name, "OFFLINE"))
             }
         }
     }

@@ -104,11 +104,34 @@ impl Shell {
             line: line.trim().to_string(),
             expert: self.expert,
         };
+        // during an election no manager has a coordinator for a second or
+        // two: ask again for up to 5 s before giving up
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.send(&req).await {
+                Sent::Done(r) => return r,
+                Sent::NoCoordinator(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Sent::NoCoordinator(tried) | Sent::Unreachable(tried) => {
+                    eprintln!(
+                        "no manager of '{}' could run the command: {}",
+                        self.service,
+                        tried.join("; ")
+                    );
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    async fn send(&self, req: &CommandRequest) -> Sent {
         let mut tried = Vec::new();
+        let mut no_coordinator = false;
         for (name, addr) in &self.managers {
             let r: Result<CommandResponse, HttpError> = self
                 .client
-                .post(addr, "/manager/command", &req, Duration::from_secs(120))
+                .post(addr, "/manager/command", req, Duration::from_secs(120))
                 .await;
             let resp = match r {
                 Ok(r) => r,
@@ -116,12 +139,13 @@ impl Shell {
                     match serde_json::from_str::<CommandResponse>(&body) {
                         Ok(r) if status != 503 => r,
                         Ok(r) => {
+                            no_coordinator = true;
                             tried.push(format!("{name}: {}", r.error.unwrap_or_default()));
                             continue;
                         }
                         Err(_) => {
                             eprintln!("manager '{name}' ({addr}) refused: HTTP {status}: {body}");
-                            return Err(());
+                            return Sent::Done(Err(()));
                         }
                     }
                 }
@@ -133,21 +157,30 @@ impl Shell {
             if let Some(out) = resp.output {
                 print!("{out}");
             }
-            return match resp.error {
+            return Sent::Done(match resp.error {
                 Some(e) => {
                     eprintln!("{e}");
                     Err(())
                 }
                 None => Ok(Step::Continue),
-            };
+            });
         }
-        eprintln!(
-            "no manager of '{}' could run the command: {}",
-            self.service,
-            tried.join("; ")
-        );
-        Err(())
+        if no_coordinator {
+            Sent::NoCoordinator(tried)
+        } else {
+            Sent::Unreachable(tried)
+        }
     }
+}
+
+/// What one round over the managers gave.
+enum Sent {
+    /// A manager answered (its output is printed): the command's result.
+    Done(Result<Step, ()>),
+    /// Some manager answered that it has no coordinator (an election).
+    NoCoordinator(Vec<String>),
+    /// No manager could be reached.
+    Unreachable(Vec<String>),
 }
 
 fn main() -> ExitCode {

@@ -42,9 +42,17 @@ pub struct Builder {
     proxies: bool,
     probe_ms: u64,
     grace_ms: u64,
+    raft: (u64, u64, u64),
 }
 
 impl Builder {
+    /// The default `[manager]` timers (heartbeat 150, election 750,
+    /// isolated-offline 5000 ms) instead of the tests' faster ones.
+    pub fn default_timers(mut self) -> Self {
+        self.raft = (150, 750, 5000);
+        self
+    }
+
     /// Initial policy mode (`automatic`, `manual`, `maintenance`).
     pub fn policy(mut self, p: &'static str) -> Self {
         self.policy = p;
@@ -98,6 +106,7 @@ impl Builder {
             dir,
             probe_ms: self.probe_ms,
             grace_ms: self.grace_ms,
+            raft: self.raft,
         };
         for i in 0..self.n {
             let text = ds.config_text(i, self.policy);
@@ -149,6 +158,7 @@ pub struct Dataservice {
     pub probe_ms: u64,
     /// `timeouts.failover-grace-ms`.
     pub grace_ms: u64,
+    raft: (u64, u64, u64),
 }
 
 /// The secret every test dataservice uses.
@@ -163,6 +173,7 @@ impl Dataservice {
             proxies: false,
             probe_ms: 300,
             grace_ms: 1500,
+            raft: (100, 400, 2500),
         }
     }
 
@@ -171,10 +182,13 @@ impl Dataservice {
             "[service]\nname = \"test\"\npolicy = \"{policy}\"\n\n[credentials]\nuser = \"root\"\n\n\
              [security]\ntoken = \"{SECRET}\"\n\n\
              [timeouts]\nprobe-interval-ms = {}\nfailover-grace-ms = {}\nconnect-ms = 1000\ndisconnect-ms = 1000\nwait-if-unavailable-ms = 3000\n\n\
-             [manager]\nheartbeat-ms = 100\nelection-timeout-ms = 400\nisolated-offline-ms = 2500\ndata-dir = \"{}\"\n\n\
+             [manager]\nheartbeat-ms = {}\nelection-timeout-ms = {}\nisolated-offline-ms = {}\ndata-dir = \"{}\"\n\n\
              [replicator]\nthl-root = \"{}\"\n\n[connector]\nmax-applied-latency-ms = 60000\n\n",
             self.probe_ms,
             self.grace_ms,
+            self.raft.0,
+            self.raft.1,
+            self.raft.2,
             self.dir.path().join("manager").display(),
             self.dir.path().join("thl").display(),
         );

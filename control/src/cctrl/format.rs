@@ -4,8 +4,9 @@
 //! carbide-control golden` rewrites them after a deliberate change).
 
 use crate::monitor::{DbHealth, DownKind};
+use crate::policy::DsAction;
 use crate::view::{ClusterView, LiveDatasource};
-use carbide_config::{DatasourceState, PolicyMode, Role};
+use carbide_config::{DatasourceState, PolicyMode, Role, RouterState};
 use std::fmt::Write;
 
 /// Inner width of an `ls` box (between the `|`s).
@@ -277,12 +278,66 @@ pub fn members(v: &ClusterView, managers: &[(String, String)]) -> String {
     out
 }
 
+/// What `datasource NAME ACTION` prints when it succeeded.
+pub fn datasource_done(name: &str, action: DsAction, service: &str) -> String {
+    match action {
+        DsAction::Shun => format!("DataSource '{name}' set to SHUNNED\n"),
+        DsAction::Fail => format!("DataSource '{name}' set to FAILED\n"),
+        DsAction::Offline => format!("DataSource '{name}' is now OFFLINE\n"),
+        DsAction::Welcome | DsAction::Online => format!("DataSource '{name}' is now ONLINE\n"),
+        DsAction::Recover => format!(
+            "RECOVERING DATASOURCE '{name}@{service}'\n\
+             VERIFYING THAT WE CAN CONNECT TO DATA SERVER '{name}'\n\
+             DATA SERVER '{name}' IS NOW AVAILABLE FOR CONNECTIONS\n\
+             DataSource '{name}' is now ONLINE\n\
+             RECOVERY OF '{name}@{service}' WAS SUCCESSFUL\n"
+        ),
+    }
+}
+
+/// What `router ... online|offline` prints: one line per connector.
+pub fn router_done(names: &[String], to: RouterState) -> String {
+    names
+        .iter()
+        .map(|n| format!("connector@{n}: router is now {to}\n"))
+        .collect()
+}
+
+/// What `set policy` prints.
+pub fn policy_done(now: PolicyMode, was: PolicyMode) -> String {
+    format!("policy mode is now {now} (was {was})\n")
+}
+
+/// What `replicator NAME online|offline` prints.
+pub fn replicator_done(name: &str, state: &str) -> String {
+    format!("Replicator '{name}' is now {state}\n")
+}
+
+/// `replicator NAME status`: every field of the replicator's status, sorted,
+/// in `trepctl status`'s layout.
+pub fn replicator_status(v: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "Processing status command...\nNAME                     VALUE\n----                     -----\n",
+    );
+    if let Some(obj) = v.as_object() {
+        let keys: std::collections::BTreeSet<&String> = obj.keys().collect();
+        for k in keys {
+            let val = match &obj[k] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(out, "{k:<25}: {val}");
+        }
+    }
+    out.push_str("Finished status command...\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::monitor::{ConnectorStats, ReplicatorStatus};
     use crate::state::{Change, ClusterState, Command, HistoryEntry};
-    use carbide_config::RouterState;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
@@ -439,6 +494,63 @@ mod tests {
             at_ms: AT - 5_000,
         });
         golden("ls-l.txt", &ls(&v, true));
+    }
+
+    /// Every command's confirmation, and every parse error, in one file.
+    #[test]
+    fn golden_commands_and_errors() {
+        let mut out = String::new();
+        for a in [
+            DsAction::Shun,
+            DsAction::Welcome,
+            DsAction::Online,
+            DsAction::Offline,
+            DsAction::Fail,
+            DsAction::Recover,
+        ] {
+            let _ = writeln!(out, "> datasource db3 {}", a.word());
+            out.push_str(&datasource_done("db3", a, "alpha"));
+        }
+        let names = vec!["db1".to_string(), "db2".to_string(), "db3".to_string()];
+        out.push_str("> router * offline\n");
+        out.push_str(&router_done(&names, RouterState::Offline));
+        out.push_str("> router db2 online\n");
+        out.push_str(&router_done(&names[1..2], RouterState::Online));
+        out.push_str("> set policy manual\n");
+        out.push_str(&policy_done(PolicyMode::Manual, PolicyMode::Automatic));
+        out.push_str("> replicator db2 offline\n");
+        out.push_str(&replicator_done("db2", "OFFLINE"));
+        out.push_str("> replicator db2 status\n");
+        out.push_str(&replicator_status(&serde_json::json!({
+            "role": "slave", "state": "ONLINE", "appliedLastSeqno": 14, "appliedLatency": 0.686
+        })));
+        out.push_str("> help\n");
+        out.push_str(crate::cctrl::HELP);
+        out.push('\n');
+        for bad in [
+            "",
+            "lsx",
+            "ls -x",
+            "use",
+            "set policy sometimes",
+            "set mode manual",
+            "datasource db3",
+            "datasource db3 explode",
+            "replicator db3",
+            "replicator db3 restart",
+            "router offline",
+            "router * onhold",
+            "cluster beat",
+        ] {
+            let _ = writeln!(out, "> {bad}");
+            match crate::cctrl::parse(bad) {
+                Ok(c) => panic!("{bad:?} parsed as {c:?}"),
+                Err(e) => {
+                    let _ = writeln!(out, "{e}");
+                }
+            }
+        }
+        golden("commands.txt", &out);
     }
 
     #[test]

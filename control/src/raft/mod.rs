@@ -61,15 +61,16 @@ pub fn node_id(name: &str) -> u64 {
 
 /// openraft's config from `[manager]`: heartbeats every `heartbeat-ms`,
 /// openraft's own elections off (the watchdog runs them).
-pub fn raft_config(
-    service: &str,
-    m: &carbide_config::Manager,
-) -> Result<openraft::Config, String> {
+pub fn raft_config(service: &str, m: &carbide_config::Manager) -> Result<openraft::Config, String> {
     openraft::Config {
         cluster_name: service.to_string(),
         heartbeat_interval: m.heartbeat_ms,
+        // openraft's own election timer is off; what it still reads from
+        // these is the leader lease (= election_timeout_max): a voter refuses
+        // any vote within it of the last heartbeat. Keeping it at the
+        // watchdog's shortest wait makes the pre-vote and the real vote agree.
         election_timeout_min: m.election_timeout_ms,
-        election_timeout_max: m.election_timeout_ms * 2,
+        election_timeout_max: m.election_timeout_ms + 1,
         enable_elect: false,
         // the state is small: a snapshot every 500 entries keeps the log short
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
