@@ -5,8 +5,9 @@
 #   scripts/sandbox.sh status  show what runs
 #   scripts/sandbox.sh down    stop everything it started and remove ./sandbox/
 #
-# Everything lives under ./sandbox/: the config (carbide.toml), one
-# directory per MariaDB instance (data, socket, pid, error log) and the THL.
+# Everything lives under ./sandbox/: the config (carbide.toml), the
+# dataservice secret (secret, mode 600), one directory per MariaDB instance
+# (data, socket, pid, error log) and the THL.
 # Processes are stopped by the pids recorded there, never by name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,6 +110,10 @@ start_replicators() {
 
 # --- config ------------------------------------------------------------------
 
+write_secret() { # the dataservice secret every carbide process and tool reads
+  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SB/secret")
+}
+
 write_config() {
   local f="$SB/carbide.toml" i n
   {
@@ -130,6 +135,9 @@ write_config() {
     echo
     echo "[validate]"
     echo "min-thl-free-mb = 100"
+    echo
+    echo "[security]"
+    echo "token-file = \"secret\""
     for i in "${!NODES[@]}"; do
       n=${NODES[$i]}
       echo
@@ -161,6 +169,7 @@ up() {
     THL_PORT+=("$(next_free_port $((2112 + i)))")
     MGR_PORT+=("$(next_free_port $((11999 + i)))")
   done
+  write_secret
   write_config
   for i in "${!NODES[@]}"; do
     local ro=ON
@@ -187,12 +196,15 @@ carbide sandbox is up (config: sandbox/carbide.toml, service 'sandbox').
   Connector admin API on 127.0.0.1:${MGR_PORT[0]}:
     curl -s 127.0.0.1:${MGR_PORT[0]}/status
     curl -s 127.0.0.1:${MGR_PORT[0]}/metrics
-    curl -s -XPOST 127.0.0.1:${MGR_PORT[0]}/router/offline    (and /router/onhold, /router/online)
+    curl -s -XPOST -H "Authorization: Bearer \$(cat sandbox/secret)" 127.0.0.1:${MGR_PORT[0]}/router/offline
+                                                 (and /router/onhold, /router/online)
   Connector log: sandbox/carbide.log
 
   Replicators (one per member; admin API ports ${REPL_PORT[*]}):
-    target/release/trepctl -port ${REPL_PORT[0]} status     (db1, master: binlog -> THL)
-    target/release/trepctl -port ${REPL_PORT[1]} qs         (db2)
+    target/release/trepctl -conf sandbox/carbide.toml -member db1 status   (db1, master: binlog -> THL)
+    target/release/trepctl -conf sandbox/carbide.toml -member db2 qs       (db2)
+    (commands that change something need the secret of sandbox/secret;
+     -conf reads it from the config's [security] table)
     target/release/thl list -conf sandbox/carbide.toml -member db1 -service sandbox
   Replicator logs: sandbox/replicator-dbN.log
 
