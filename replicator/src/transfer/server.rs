@@ -391,6 +391,21 @@ async fn connection(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// What the fuzz target `thl_hello` does, on stable: any HELLO
+        /// payload goes through the pre-authentication path without a panic,
+        /// and a random proof is never accepted.
+        #[test]
+        fn any_hello_payload_is_handled(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let secret = Secret::new("fuzzing-secret-0123456789");
+            if let Ok((proof, json)) = protocol::split_hello(&data) {
+                let r = check_proof(Some(&secret), "alpha", &[7u8; 32], json, proof);
+                proptest::prop_assert!(r.is_err());
+                let _ = protocol::parse::<Hello>("hello", json);
+            }
+        }
+    }
+
     #[test]
     fn proofs_are_checked_and_refusals_say_which() {
         let s = Secret::new("0123456789abcdef");
