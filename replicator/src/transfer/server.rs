@@ -406,6 +406,55 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_and_hellos_are_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let cfg = ServerConfig {
+            service: "alpha".into(),
+            member: "db1".into(),
+            thl_dir: dir.path().to_path_buf(),
+            heartbeat: Duration::from_millis(100),
+            tls: None,
+            secret: Some(Secret::new("0123456789abcdef")),
+            max_connections: 1,
+        };
+        let (_hub, hub_rx) = watch::channel(None);
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(l, cfg, hub_rx, stop_rx));
+        let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (t, _) = protocol::read_frame(&mut first).await.expect("challenge");
+        assert_eq!(t, typ::CHALLENGE);
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (t, p) = protocol::read_frame(&mut second).await.expect("refuse");
+        assert_eq!(t, typ::REFUSE);
+        let r: Refuse = protocol::parse("refuse", &p).expect("json");
+        assert!(
+            r.error.contains("already serves 1 THL connections"),
+            "{r:?}"
+        );
+        // the first one announces a 1 GiB hello: cut off, and its slot freed
+        let mut head = (1u32 << 30).to_le_bytes().to_vec();
+        head.push(typ::HELLO);
+        first.write_all(&head).await.expect("write");
+        let mut b = [0u8; 8];
+        let n = tokio::io::AsyncReadExt::read(&mut first, &mut b).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        let mut third = None;
+        for _ in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (t, _) = protocol::read_frame(&mut s).await.expect("frame");
+            if t == typ::CHALLENGE {
+                third = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(third.is_some(), "the slot came back");
+        let _ = stop.send(true);
+    }
+
     #[test]
     fn proofs_are_checked_and_refusals_say_which() {
         let s = Secret::new("0123456789abcdef");
