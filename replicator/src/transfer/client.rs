@@ -197,7 +197,7 @@ async fn session(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(256 * 1024, rd);
     let first = tokio::time::timeout(
-        cfg.connect_timeout.max(Duration::from_secs(1)),
+        cfg.read_timeout,
         protocol::read_frame_max(&mut rd, protocol::MAX_PREAUTH_FRAME_LEN),
     )
     .await;

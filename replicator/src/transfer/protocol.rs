@@ -45,7 +45,7 @@
 //! Protocol 1 (no CHALLENGE, HELLO without proof) is not spoken any more:
 //! a protocol 1 client gets a CHALLENGE it does not know and reconnects;
 //! a protocol 1 server sends no CHALLENGE and a protocol 2 client gives up
-//! on it after the connect timeout, saying so.
+//! on it after its read timeout, saying so.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
