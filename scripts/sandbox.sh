@@ -6,8 +6,9 @@
 #   scripts/sandbox.sh start-db NAME   start member NAME's MariaDB again (after a kill)
 #   scripts/sandbox.sh down    stop everything it started and remove ./sandbox/
 #
-# Everything lives under ./sandbox/: the config (carbide.toml), one
-# directory per MariaDB instance (data, socket, pid, error log) and the THL.
+# Everything lives under ./sandbox/: the config (carbide.toml), the
+# dataservice secret (secret, mode 600), one directory per MariaDB instance
+# (data, socket, pid, error log) and the THL.
 # Processes are stopped by the pids recorded there, never by name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -221,8 +222,10 @@ carbide sandbox is up (config: sandbox/carbide.toml, service 'sandbox').
   carbide logs: sandbox/carbide-dbN.log; dataservice secret: sandbox/secret
 
   Replicators (one per member; admin API ports ${REPL_PORT[*]}):
-    target/release/trepctl -port ${REPL_PORT[0]} status     (db1, master: binlog -> THL)
-    target/release/trepctl -port ${REPL_PORT[1]} qs         (db2)
+    target/release/trepctl -conf sandbox/carbide.toml -member db1 status   (db1, master: binlog -> THL)
+    target/release/trepctl -conf sandbox/carbide.toml -member db2 qs       (db2)
+    (commands that change something need the secret of sandbox/secret;
+     -conf reads it from the config's [security] table)
     target/release/thl list -conf sandbox/carbide.toml -member db1 -service sandbox
   Replicator logs: sandbox/replicator-dbN.log
 

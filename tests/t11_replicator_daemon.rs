@@ -1,7 +1,11 @@
 //! The `carbide-replicator` daemon and `trepctl` against real MariaDB:
 //! states, status fields, online/offline/wait, heartbeats, clear errors,
 //! and exactly-once extraction across `kill -9` of the daemon under load
-//! (checked against the server's binlog read with `mariadb-binlog`).
+//! (checked against the server's binlog read with `mariadb-binlog`); the
+//! dataservice secret on the admin API (every POST refused without it or
+//! with a wrong one, GETs open, `trepctl` reading it from `-conf`,
+//! `$CARBIDE_SECRET` or `$CARBIDE_CONFIG`) and the daemon refusing to start
+//! without one unless `--insecure-no-secret`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -49,6 +53,7 @@ impl Daemon {
             port,
             log: log.to_path_buf(),
         };
+        support::replicator::register(port, config);
         d.spawn();
         d
     }
@@ -108,8 +113,15 @@ impl Drop for Daemon {
     }
 }
 
+/// `trepctl -conf CONFIG -port PORT ARGS…`, with the config the daemon on
+/// the port runs with (it holds the secret).
 fn trepctl(port: u16, args: &[&str]) -> Output {
-    Command::new(bin("trepctl"))
+    let mut cmd = Command::new(bin("trepctl"));
+    if let Some(c) = support::replicator::config_of(port) {
+        cmd.arg("-conf").arg(c);
+    }
+    cmd.env_remove("CARBIDE_SECRET")
+        .env_remove("CARBIDE_CONFIG")
         .args(["-host", "127.0.0.1", "-port", &port.to_string()])
         .args(args)
         .output()
@@ -149,6 +161,7 @@ fn write_config(dir: &Path, db: &MariaDb, repl_ports: (u16, u16)) -> PathBuf {
         free_port(),
         free_port(),
     );
+    let text = text + &support::replicator::security(dir);
     let p = dir.join("carbide.toml");
     std::fs::write(&p, text).unwrap();
     p
@@ -481,4 +494,313 @@ async fn online_from_event_starts_extraction_there() {
     let first = r.get(0).unwrap().unwrap();
     let shown = format!("{:?}", first.changes);
     assert!(shown.contains("Int(5)"), "{shown}");
+}
+
+/// One raw HTTP/1.1 request (no client library: exactly these headers);
+/// returns (status, headers, body).
+fn http(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_secret_and_tools_read_it() {
+    let db = MariaDb::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let cfg = write_config(dir.path(), &db, (p1, p2));
+    let secret = support::replicator::secret_of(dir.path());
+    let _d = Daemon::start(&cfg, "db1", p1, &dir.path().join("db1.log"));
+    ok(p1, &["wait", "-state", "ONLINE", "-limit", "30"]);
+
+    // reads stay open
+    for path in [
+        "/version",
+        "/services",
+        "/services/alpha/status",
+        "/metrics",
+    ] {
+        let (code, _, body) = http(p1, "GET", path, &[]);
+        assert_eq!(code, 200, "GET {path}: {body}");
+    }
+    // every mutating route: refused without the secret and with a wrong one
+    let routes = [
+        "/services/alpha/online",
+        "/services/alpha/online?skip-seqno=1",
+        "/services/alpha/setrole?role=slave",
+        "/services/alpha/reset?thl=1&db=1",
+        "/services/alpha/purge",
+        "/services/alpha/offline",
+        "/services/alpha/offline?at-seqno=99",
+        "/services/alpha/heartbeat",
+        "/services/nope/offline",
+    ];
+    let bearer = format!("Authorization: Bearer {secret}");
+    for path in routes {
+        let (code, _, body) = http(p1, "POST", path, &[]);
+        assert_eq!(code, 401, "POST {path} without the secret: {body}");
+        assert!(
+            body.contains("needs the dataservice secret") && body.contains("security.token-file"),
+            "{path}: {body}"
+        );
+        let (code, _, body) = http(
+            p1,
+            "POST",
+            path,
+            &["Authorization: Bearer not-the-secret-0123456789"],
+        );
+        assert_eq!(code, 401, "POST {path} with a wrong secret: {body}");
+        assert!(
+            body.contains("wrong dataservice secret") && body.contains("security.token-file"),
+            "{path}: {body}"
+        );
+        // a cross-site form post: no Authorization header, an Origin
+        let (code, _, _) = http(
+            p1,
+            "POST",
+            path,
+            &[
+                "Origin: https://evil.example",
+                "Content-Type: application/x-www-form-urlencoded",
+            ],
+        );
+        assert_eq!(code, 401, "cross-site POST {path}");
+    }
+    // the preflight a cross-site script needs for the header is not granted
+    let (code, head, _) = http(
+        p1,
+        "OPTIONS",
+        "/services/alpha/offline",
+        &[
+            "Origin: https://evil.example",
+            "Access-Control-Request-Method: POST",
+            "Access-Control-Request-Headers: authorization",
+        ],
+    );
+    assert_ne!(code / 100, 2, "preflight refused");
+    assert!(!head.contains("access-control-allow"), "{head}");
+    // nothing of the above changed anything
+    let st = status(p1);
+    assert_eq!(st["state"], "ONLINE", "{st}");
+    assert_eq!(st["role"], "master", "{st}");
+    let thl_files = std::fs::read_dir(dir.path().join("thl")).unwrap().count();
+    assert!(thl_files > 0, "THL still there");
+
+    // with the secret the same routes work
+    let (code, _, body) = http(
+        p1,
+        "POST",
+        "/services/alpha/heartbeat?name=auth",
+        &[&bearer],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = http(p1, "POST", "/services/alpha/offline", &[&bearer]);
+    assert_eq!(code, 200, "{body}");
+    ok(p1, &["wait", "-state", "OFFLINE:NORMAL", "-limit", "30"]);
+    let (code, _, body) = http(
+        p1,
+        "POST",
+        "/services/alpha/setrole?role=master",
+        &[&bearer],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = http(p1, "POST", "/services/alpha/reset?thl=1", &[&bearer]);
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = http(p1, "POST", "/services/alpha/online", &[&bearer]);
+    assert_eq!(code, 200, "{body}");
+    ok(p1, &["wait", "-state", "ONLINE", "-limit", "30"]);
+    let (code, _, body) = http(p1, "POST", "/services/nope/offline", &[&bearer]);
+    assert_eq!(code, 404, "{body}");
+
+    // trepctl: -conf (the helper), then without any secret, a wrong one,
+    // $CARBIDE_SECRET, $CARBIDE_CONFIG and -conf -member (no port)
+    let tool = || {
+        let mut c = Command::new(bin("trepctl"));
+        c.env_remove("CARBIDE_SECRET").env_remove("CARBIDE_CONFIG");
+        c
+    };
+    let out = tool()
+        .args(["-port", &p1.to_string(), "heartbeat"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the replicator refused: wrong or missing dataservice secret")
+            && err.contains("$CARBIDE_SECRET"),
+        "{err}"
+    );
+    // reads need nothing
+    let out = tool()
+        .args(["-port", &p1.to_string(), "qs"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong_dir = tempfile::tempdir().unwrap();
+    std::fs::write(wrong_dir.path().join("secret"), "another-secret-0123456789").unwrap();
+    let wrong_cfg = wrong_dir.path().join("carbide.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&wrong_cfg, text).unwrap();
+    let out = tool()
+        .arg("-conf")
+        .arg(&wrong_cfg)
+        .args(["-port", &p1.to_string(), "offline"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "the replicator refused: wrong or missing dataservice secret (security.token-file in "
+        ) && err.contains(&wrong_cfg.display().to_string())
+            && err.contains("wrong dataservice secret"),
+        "{err}"
+    );
+    assert_eq!(status(p1)["state"], "ONLINE");
+    let out = tool()
+        .env("CARBIDE_SECRET", &secret)
+        .args(["-port", &p1.to_string(), "heartbeat", "-name", "env"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tool()
+        .env("CARBIDE_CONFIG", &cfg)
+        .args(["-port", &p1.to_string(), "heartbeat", "-name", "envconf"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tool()
+        .arg("-conf")
+        .arg(&cfg)
+        .args(["-member", "db1", "heartbeat", "-name", "member"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // trepctl purge -y with the secret kills other sessions (last: it may
+    // take the test's own connections)
+    let purged = ok(p1, &["purge", "-y"]);
+    assert!(!purged.is_empty());
+}
+
+#[test]
+fn the_daemon_refuses_to_run_without_a_secret_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    // no database needed: the config is refused before any connection
+    let text = format!(
+        "[service]\nname = \"alpha\"\n\n[credentials]\nuser = \"root\"\n\n\
+         [replicator]\nthl-root = \"{}\"\n\n\
+         [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{p1}\"\n\
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
+         [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{p2}\"\n\
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\n",
+        dir.path().join("thl").display(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let cfg = dir.path().join("carbide.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(bin("carbide-replicator"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--member", "db1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no dataservice secret")
+            && err.contains("security.token-file")
+            && err.contains("--insecure-no-secret"),
+        "{err}"
+    );
+    // a token-file that is missing is named
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap() + "\n[security]\ntoken-file = \"nothere\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("carbide-replicator"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--member", "db1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothere"), "{err}");
+    // --insecure-no-secret: it runs, and POSTs need nothing (said in its log)
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("\n[security]\ntoken-file = \"nothere\"\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("insecure.log");
+    let mut d = Daemon {
+        child: None,
+        config: cfg.clone(),
+        member: "db1".into(),
+        port: p1,
+        log: log.clone(),
+    };
+    let child = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(bin("carbide-replicator"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "--member",
+            "db1",
+            "--no-auto-online",
+            "--insecure-no-secret",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", p1)).is_err() {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _, body) = http(p1, "POST", "/services/alpha/offline", &[]);
+    assert_ne!(code, 401, "{body}");
+    assert!(
+        d.log_text().contains("WITHOUT authentication"),
+        "{}",
+        d.log_text()
+    );
 }

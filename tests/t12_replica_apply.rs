@@ -40,6 +40,7 @@ fn write_config(dir: &Path, master: &MariaDb, replica: &MariaDb) -> (PathBuf, Po
         thl.1,
         free_port(),
     );
+    let text = text + &support::replicator::security(dir);
     let p = dir.join("carbide.toml");
     std::fs::write(&p, text).unwrap();
     (p, Ports { admin, thl })

@@ -45,6 +45,7 @@ async fn master_relay_slave_chain_stays_identical() {
             free_port()
         ));
     }
+    text.push_str(&support::replicator::security(dir.path()));
     let cfg = dir.path().join("carbide.toml");
     std::fs::write(&cfg, text).unwrap();
     let log = |n: &str| dir.path().join(format!("{n}.log"));

@@ -50,6 +50,7 @@ async fn two_replicas_stay_identical_under_sysbench() {
             free_port()
         ));
     }
+    text.push_str(&support::replicator::security(dir.path()));
     let cfg = dir.path().join("carbide.toml");
     std::fs::write(&cfg, text).unwrap();
     let log = |n: &str| dir.path().join(format!("{n}.log"));

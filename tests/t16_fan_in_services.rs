@@ -36,6 +36,7 @@ fn config(
         free_port(),
         free_port(),
     );
+    let text = text + &support::replicator::security(dir);
     let p = dir.join(format!("{service}.toml"));
     std::fs::write(&p, text).unwrap();
     p

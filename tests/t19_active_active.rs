@@ -42,6 +42,7 @@ fn config(
             free_port(),
         ));
     }
+    text.push_str(&support::replicator::security(dir));
     let p = dir.join(format!("{service}.toml"));
     std::fs::write(&p, text).unwrap();
     p

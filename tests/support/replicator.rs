@@ -5,10 +5,18 @@
 //! `setpriv --pdeathsig KILL` and waits for its admin port; `kill9()` and
 //! `spawn()` kill and restart it. `trepctl_ok(port, args)` runs `trepctl`
 //! and returns its output; `status(port)` parses `trepctl status -json`.
+//!
+//! Test configs carry a dataservice secret like real ones: [`security`]
+//! writes `DIR/secret` and returns the `[security]` table naming it, and
+//! `trepctl(port, …)` passes `-conf` with the config the daemon on that
+//! port was started with ([`register`]), so the tool reads the secret the
+//! way an operator's would.
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Path of a `carbide-replicator` package binary, built on first use.
@@ -34,6 +42,52 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The `[security]` table for a test config in `dir`: writes `dir/secret`
+/// (mode 600, 32 hex digits, different per call site and run) unless it
+/// exists, so every config of one directory shares one secret.
+pub fn security(dir: &Path) -> String {
+    let path = dir.join("secret");
+    if !path.exists() {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(dir.as_os_str().as_encoded_bytes());
+        let a = h.finish();
+        h.write_u64(a);
+        let secret = format!("{a:016x}{:016x}", h.finish());
+        std::fs::write(&path, secret).expect("write secret");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod secret");
+    }
+    "\n[security]\ntoken-file = \"secret\"\n".to_string()
+}
+
+/// The secret [`security`] wrote into `dir`.
+pub fn secret_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("secret"))
+        .expect("read secret")
+        .trim()
+        .to_string()
+}
+
+fn configs() -> &'static Mutex<HashMap<u16, PathBuf>> {
+    static MAP: OnceLock<Mutex<HashMap<u16, PathBuf>>> = OnceLock::new();
+    MAP.get_or_init(Default::default)
+}
+
+/// Remembers that the replicator on admin `port` runs with `config`, for
+/// [`trepctl`].
+pub fn register(port: u16, config: &Path) {
+    if let Ok(mut m) = configs().lock() {
+        m.insert(port, config.to_path_buf());
+    }
+}
+
+/// The config registered for admin `port`.
+pub fn config_of(port: u16) -> Option<PathBuf> {
+    configs().lock().ok().and_then(|m| m.get(&port).cloned())
+}
+
 /// One `carbide-replicator` process.
 pub struct Replicator {
     child: Option<Child>,
@@ -56,6 +110,7 @@ impl Replicator {
             log: log.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
+        register(port, config);
         d.spawn();
         d
     }
@@ -132,9 +187,15 @@ impl Drop for Replicator {
     }
 }
 
-/// Runs `trepctl -port PORT ARGS…`.
+/// Runs `trepctl [-conf CONFIG] -port PORT ARGS…` (`-conf` with the
+/// config [`register`]ed for the port, which holds the secret).
 pub fn trepctl(port: u16, args: &[&str]) -> Output {
-    Command::new(bin("trepctl"))
+    let mut cmd = Command::new(bin("trepctl"));
+    if let Some(c) = config_of(port) {
+        cmd.arg("-conf").arg(c);
+    }
+    cmd.env_remove("CARBIDE_SECRET")
+        .env_remove("CARBIDE_CONFIG")
         .args(["-host", "127.0.0.1", "-port", &port.to_string()])
         .args(args)
         .output()
@@ -233,7 +294,7 @@ pub fn master_slave_config(
          [[member]]\nname = \"db1\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{pm}\"\n\
          thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"master\"\n\n\
          [[member]]\nname = \"db2\"\nmysql = \"127.0.0.1:{}\"\nreplicator = \"127.0.0.1:{ps}\"\n\
-         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n",
+         thl = \"127.0.0.1:{}\"\nmanager = \"127.0.0.1:{}\"\nrole = \"slave\"\n{}",
         dir.join("thl").display(),
         master.port,
         free_port(),
@@ -241,6 +302,7 @@ pub fn master_slave_config(
         replica.port,
         free_port(),
         free_port(),
+        security(dir),
     );
     let p = dir.join("carbide.toml");
     std::fs::write(&p, text).expect("write config");

@@ -17,8 +17,21 @@
 //! | POST | `/services/{s}/heartbeat[?name=N]` | heartbeat through the pipeline |
 //! | GET | `/metrics` | state, stored seqno, latency, events, bytes per service |
 //!
-//! Errors are `{"error": "…"}` with 400 (bad request), 404 (no such
-//! service), 409 (not possible in this state) or 504 (timed out).
+//! Errors are `{"error": "…"}` with 400 (bad request), 401 (no or wrong
+//! dataservice secret), 404 (no such service), 409 (not possible in this
+//! state), 503 (too many connections) or 504 (timed out).
+//!
+//! Every `POST` needs `Authorization: Bearer <secret>` (the dataservice
+//! secret of `[security]`, see `guard.rs`); the `GET` routes stay open as a
+//! documented choice (they only read; `/metrics` is scraped without it).
+//! `listener.rs` caps concurrent connections (default 64) and closes idle
+//! ones.
+
+mod guard;
+pub mod listener;
+
+pub use guard::{decide, Verdict};
+pub use listener::{CappedListener, DEFAULT_MAX_CONNECTIONS};
 
 use crate::daemon::{CommandError, Service};
 use axum::extract::{Path, Query, State};
@@ -84,6 +97,10 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{s}/offline", post(offline))
         .route("/services/{s}/heartbeat", post(heartbeat))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_secret,
+        ))
         .with_state(state)
 }
 

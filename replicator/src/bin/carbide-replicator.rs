@@ -8,6 +8,13 @@
 //! admin API (see `trepctl`) listens on the member's `replicator` address
 //! of the first config. SIGTERM/SIGINT take every
 //! service offline at a transaction boundary, then exit.
+//!
+//! Each config's `[security]` secret guards that service: its mutating
+//! admin routes want it as a bearer token, its THL server wants a hello
+//! that proves it, and its THL client proves it to the master. A config
+//! without a secret is refused (exit 64, naming `security.token-file`)
+//! unless `--insecure-no-secret` is given: the daemon never runs
+//! unauthenticated by accident.
 
 /// mimalloc instead of glibc malloc: the applier's dispatcher allocates and
 /// frees every row value it decodes from the THL and every event it
@@ -96,6 +103,20 @@ struct Args {
     /// Pull THL from the master over TLS, trusting this CA bundle (PEM).
     #[arg(long)]
     thl_tls_ca: Option<PathBuf>,
+    /// Run services whose config has no `[security]` secret without
+    /// authentication: anyone who reaches the admin API can purge, reset or
+    /// change roles, and anyone who reaches the THL port can read every row
+    /// change. For a laptop, never for a network.
+    #[arg(long)]
+    insecure_no_secret: bool,
+    /// Most concurrent admin API connections; more are answered 503.
+    #[arg(long, default_value_t = carbide_replicator::admin::DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_admin_connections: u32,
+    /// Most concurrent replicas per THL server; more are refused.
+    #[arg(long, default_value_t = carbide_replicator::transfer::server::DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_thl_connections: u32,
 }
 
 /// The other services (of `all`) whose appliers write into `this`
@@ -179,6 +200,26 @@ fn main() -> ExitCode {
             Ok(d) => d,
             Err(e) => return usage_error(e),
         };
+        let secret = match cfg.secret() {
+            Ok(Some(s)) => Some(carbide_replicator::auth::Secret::new(&s)),
+            Ok(None) if args.insecure_no_secret => {
+                tracing::warn!(
+                    service = %cfg.service.name,
+                    "no dataservice secret: admin API and THL server run WITHOUT authentication (--insecure-no-secret)"
+                );
+                None
+            }
+            Ok(None) => {
+                return usage_error(format!(
+                    "{}: no dataservice secret: set security.token-file (a file holding \
+                     at least 16 characters; `carbide secret --out FILE` writes one) or \
+                     security.token; without one, anyone who reaches the admin API or the \
+                     THL port controls this replicator (--insecure-no-secret allows that)",
+                    path.display()
+                ))
+            }
+            Err(e) => return usage_error(e),
+        };
         if listen.is_none() {
             listen = Some(format!("{}:{}", m.replicator.host, m.replicator.port));
         }
@@ -204,6 +245,7 @@ fn main() -> ExitCode {
             active_channels: usize::from(args.active_channels),
             row_apply: args.row_apply,
             thl_tls_ca: args.thl_tls_ca.clone(),
+            secret,
             name: cfg.service.name.clone(),
             role: m.role,
             member: m.name.clone(),
@@ -261,7 +303,24 @@ fn main() -> ExitCode {
             return usage_error(format!("--thl-tls-ca: {e}"));
         }
     }
-    rt.block_on(run(specs, thl_listen, listen, !args.no_auto_online, tls))
+    let limits = Limits {
+        admin: args.max_admin_connections as usize,
+        thl: args.max_thl_connections as usize,
+    };
+    rt.block_on(run(
+        specs,
+        thl_listen,
+        listen,
+        !args.no_auto_online,
+        tls,
+        limits,
+    ))
+}
+
+/// Connection caps.
+struct Limits {
+    admin: usize,
+    thl: usize,
 }
 
 async fn run(
@@ -270,6 +329,7 @@ async fn run(
     listen: String,
     auto_online: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
 ) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
@@ -297,6 +357,8 @@ async fn run(
             thl_dir: s.thl_dir().to_path_buf(),
             heartbeat: heartbeat.max(Duration::from_millis(100)),
             tls: tls.clone(),
+            secret: s.secret().cloned(),
+            max_connections: limits.thl,
         };
         tracing::info!(service = s.name(), %addr, "THL server listening");
         tokio::spawn(serve(l, cfg, s.thl_watch(), stop_rx.clone()));
@@ -321,6 +383,7 @@ async fn run(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    let listener = carbide_replicator::admin::CappedListener::new(listener, limits.admin);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -2,7 +2,7 @@
 //! Tungsten's grammar:
 //!
 //! ```text
-//! trepctl [-host H] [-port P] [-service S] COMMAND [options]
+//! trepctl [-conf FILE [-member NAME]] [-host H] [-port P] [-service S] COMMAND [options]
 //!   status [-json]             all status fields
 //!   services [-json]           the services of the replicator
 //!   online [-skip-seqno N[,M…]] [-until-seqno N] [-from-event FILE:OFFSET]
@@ -20,13 +20,25 @@
 //! Arguments enter from the command line; one HTTP/1.1 request per command
 //! leaves to `http://H:P/…` (plain std TCP, no TLS); output goes to stdout,
 //! errors to stderr with exit status 1 (2 for bad arguments).
+//!
+//! The dataservice secret (sent as `Authorization: Bearer …`; the daemon
+//! wants it on every command that changes something) comes from the
+//! `[security]` table of `-conf FILE`, else from `$CARBIDE_SECRET`, else
+//! from the config named by `$CARBIDE_CONFIG`. `-conf FILE -member NAME`
+//! also gives the address: that member's `replicator` address, unless
+//! `-host`/`-port` say otherwise.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: trepctl [-host H] [-port P] [-service S] COMMAND [options]
+const USAGE: &str =
+    "usage: trepctl [-conf FILE [-member NAME]] [-host H] [-port P] [-service S] COMMAND [options]
+  -conf FILE                              dataservice config: its [security] secret
+                                          authenticates commands (else $CARBIDE_SECRET,
+                                          else the config in $CARBIDE_CONFIG); with
+                                          -member NAME, talk to that member's replicator
 commands:
   status [-json]                          show the service's status
   services [-json]                        list the replicator's services
@@ -51,6 +63,14 @@ commands:
 struct Opts {
     host: String,
     port: u16,
+    host_given: bool,
+    port_given: bool,
+    conf: Option<std::path::PathBuf>,
+    member: Option<String>,
+    /// The dataservice secret, once [`locate`] found it.
+    secret: Option<String>,
+    /// Where the secret came from, for error messages.
+    secret_from: Option<String>,
     service: Option<String>,
     command: String,
     json: bool,
@@ -74,6 +94,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         host: "127.0.0.1".into(),
         port: 10000,
+        host_given: false,
+        port_given: false,
+        conf: None,
+        member: None,
+        secret: None,
+        secret_from: None,
         service: None,
         command: String::new(),
         json: false,
@@ -104,8 +130,16 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         let flag = a.trim_start_matches('-');
         let is_flag = a.starts_with('-');
         match (is_flag, flag) {
-            (true, "host") => o.host = value(&mut it, a)?.clone(),
-            (true, "port") => o.port = number(value(&mut it, a)?, a)?,
+            (true, "host") => {
+                o.host = value(&mut it, a)?.clone();
+                o.host_given = true;
+            }
+            (true, "port") => {
+                o.port = number(value(&mut it, a)?, a)?;
+                o.port_given = true;
+            }
+            (true, "conf" | "config") => o.conf = Some(value(&mut it, a)?.into()),
+            (true, "member") => o.member = Some(value(&mut it, a)?.clone()),
             (true, "service") => o.service = Some(value(&mut it, a)?.clone()),
             (true, "json") => o.json = true,
             (true, "immediate") => o.immediate = true,
@@ -180,7 +214,55 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     if o.immediate && o.at_seqno.is_some() {
         return Err("offline: -immediate and -at-seqno exclude each other".into());
     }
+    if o.member.is_some() && o.conf.is_none() {
+        return Err("-member needs -conf FILE".into());
+    }
     Ok(o)
+}
+
+/// Fills in the secret (and, with `-conf -member`, the address) from the
+/// config or the environment: `-conf`, then `$CARBIDE_SECRET`, then
+/// `$CARBIDE_CONFIG`.
+fn locate(
+    o: &mut Opts,
+    env_secret: Option<String>,
+    env_config: Option<std::path::PathBuf>,
+) -> Result<(), String> {
+    let conf = match (&o.conf, env_secret) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(s)) if !s.trim().is_empty() => {
+            o.secret = Some(s.trim().to_string());
+            o.secret_from = Some("$CARBIDE_SECRET".into());
+            return Ok(());
+        }
+        (None, _) => env_config,
+    };
+    let Some(path) = conf else {
+        return Ok(());
+    };
+    let cfg = carbide_config::Config::load(&path).map_err(|e| e.to_string())?;
+    o.secret = cfg.secret().map_err(|e| e.to_string())?;
+    o.secret_from = Some(path.display().to_string());
+    if let Some(name) = &o.member {
+        let m = cfg.member(name).ok_or_else(|| {
+            let names: Vec<&str> = cfg.members.iter().map(|m| m.name.as_str()).collect();
+            format!(
+                "{}: no member '{name}' (members: {})",
+                path.display(),
+                names.join(", ")
+            )
+        })?;
+        if !o.host_given {
+            o.host = m.replicator.host.clone();
+        }
+        if !o.port_given {
+            o.port = m.replicator.port;
+        }
+        if o.service.is_none() {
+            o.service = Some(cfg.service.name.clone());
+        }
+    }
+    Ok(())
 }
 
 /// One HTTP/1.1 request; returns (status code, body).
@@ -194,8 +276,13 @@ fn http(o: &Opts, method: &str, path: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
         .map_err(|e| format!("cannot connect to the replicator at {addr}: {e} (is it running?)"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let auth = o
+        .secret
+        .as_deref()
+        .map(|s| format!("Authorization: Bearer {s}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .map_err(|e| format!("send to {addr}: {e}"))?;
@@ -243,6 +330,15 @@ fn call(o: &Opts, method: &str, path: &str) -> Result<serde_json::Value, String>
         .map_err(|_| format!("HTTP {code} from the replicator: {body}"))?;
     if code >= 400 {
         let msg = v.get("error").and_then(|e| e.as_str()).unwrap_or(&body);
+        if code == 401 {
+            let from = match &o.secret_from {
+                Some(f) => format!("security.token-file in {f}"),
+                None => "none given: -conf FILE, $CARBIDE_SECRET or $CARBIDE_CONFIG".into(),
+            };
+            return Err(format!(
+                "the replicator refused: wrong or missing dataservice secret ({from}): {msg}"
+            ));
+        }
         return Err(msg.to_string());
     }
     Ok(v)
@@ -486,7 +582,7 @@ fn url_escape(s: &str) -> String {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let o = match parse(&args) {
+    let mut o = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
             if e.is_empty() {
@@ -497,6 +593,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = locate(
+        &mut o,
+        std::env::var("CARBIDE_SECRET").ok(),
+        std::env::var_os("CARBIDE_CONFIG").map(Into::into),
+    ) {
+        eprintln!("trepctl: {e}");
+        return ExitCode::from(2);
+    }
     match run(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

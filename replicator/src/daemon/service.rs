@@ -87,6 +87,9 @@ pub struct ServiceSpec {
     /// Connect to the master's THL server with TLS, trusting this CA
     /// bundle (PEM).
     pub thl_tls_ca: Option<std::path::PathBuf>,
+    /// The dataservice secret: the THL hello proves it to the master, and
+    /// the admin API asks for it on this service's mutating routes.
+    pub secret: Option<crate::auth::Secret>,
 }
 
 struct Inner {
@@ -165,6 +168,11 @@ impl Service {
     /// This member's name.
     pub fn member(&self) -> &str {
         &self.spec.member
+    }
+
+    /// The dataservice secret, if configured.
+    pub fn secret(&self) -> Option<&crate::auth::Secret> {
+        self.spec.secret.as_ref()
     }
 
     /// The THL directory.
@@ -422,6 +430,7 @@ impl Service {
         };
         let ccfg = ClientConfig {
             tls,
+            secret: self.spec.secret.clone(),
             service: self.spec.name.clone(),
             member: self.spec.member.clone(),
             master: master.clone(),

@@ -7,6 +7,10 @@
 //! panics on a truncated event body, so this reader frames every event
 //! itself (19-byte header, `event_size` at offset 9) and hands mysql_common
 //! only complete events; a short file gives [`ExtractError::Truncated`].
+//! An event's `event_size` is checked against what the file really holds
+//! after it (its length at open) before a buffer is sized by it, so a
+//! corrupt size cannot make the reader allocate gigabytes; a
+//! TRANSACTION_PAYLOAD decompresses to at most [`MAX_PAYLOAD`] bytes.
 //! [`extract_file`] runs a whole file through a [`Pipeline`].
 
 use super::{BinlogPos, ExtractError, Identity, Pipeline, Result, Step};
@@ -22,10 +26,16 @@ use std::path::Path;
 const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
 const HEADER_LEN: usize = 19;
 
+/// Largest decompressed TRANSACTION_PAYLOAD accepted (MySQL's own limit on
+/// a replicated transaction, `max_allowed_packet`, is at most 1 GiB).
+pub const MAX_PAYLOAD: u64 = 1 << 30;
+
 /// Iterator over the events of one binlog file.
 pub struct BinlogFileReader {
     name: String,
     input: BufReader<File>,
+    /// The file's length when it was opened.
+    file_len: u64,
     offset: u64,
     esr: EventStreamReader,
     inner: VecDeque<Event>,
@@ -41,7 +51,9 @@ impl BinlogFileReader {
             file: name.clone(),
             source,
         };
-        let mut input = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+        let file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut input = BufReader::with_capacity(1 << 20, file);
         let mut magic = [0u8; 4];
         let got = read_full(&mut input, &mut magic).map_err(io)?;
         if got < 4 || magic != MAGIC {
@@ -53,6 +65,7 @@ impl BinlogFileReader {
         Ok(BinlogFileReader {
             name,
             input,
+            file_len,
             offset: 4,
             esr: EventStreamReader::new(BinlogVersion::Version4),
             inner: VecDeque::new(),
@@ -97,6 +110,13 @@ impl BinlogFileReader {
                 what: format!("event size {size} is smaller than its header"),
             });
         }
+        let left = self.file_len.saturating_sub(self.offset);
+        if size as u64 > left {
+            return Err(self.truncated(format!(
+                "event of type {} claims {size} bytes, the file has {left} from here",
+                header[4]
+            )));
+        }
         self.buf.clear();
         self.buf.extend_from_slice(&header);
         self.buf.resize(size, 0);
@@ -136,8 +156,13 @@ impl BinlogFileReader {
             .map_err(|e| bad(format!("TRANSACTION_PAYLOAD: {e}")))?;
         let mut data = Vec::new();
         tpe.decompressed()
-            .and_then(|mut r| r.read_to_end(&mut data))
+            .and_then(|r| r.take(MAX_PAYLOAD + 1).read_to_end(&mut data))
             .map_err(|e| bad(format!("TRANSACTION_PAYLOAD decompression: {e}")))?;
+        if data.len() as u64 > MAX_PAYLOAD {
+            return Err(bad(format!(
+                "TRANSACTION_PAYLOAD decompresses to more than {MAX_PAYLOAD} bytes"
+            )));
+        }
         let mut i = 0;
         while i < data.len() {
             let h = data
@@ -221,4 +246,39 @@ pub fn extract_file(
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binlog file whose one event header claims `size` bytes.
+    fn file_with_event_size(size: u32, body: usize) -> tempfile::NamedTempFile {
+        let mut b = MAGIC.to_vec();
+        let mut h = [0u8; HEADER_LEN];
+        h[4] = 0x0f; // FORMAT_DESCRIPTION
+        h[9..13].copy_from_slice(&size.to_le_bytes());
+        b.extend_from_slice(&h);
+        b.extend(std::iter::repeat_n(0u8, body));
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(f.path(), &b).expect("write");
+        f
+    }
+
+    #[test]
+    fn an_event_size_beyond_the_file_is_refused_before_allocating() {
+        // 4 GiB announced, 10 bytes present: refused from the header alone
+        let f = file_with_event_size(u32::MAX, 10);
+        let mut r = BinlogFileReader::open(f.path()).expect("open");
+        match r.next() {
+            Some(Err(ExtractError::Truncated { file, offset, what })) => {
+                assert_eq!(offset, 4);
+                assert!(file.contains(&f.path().display().to_string()), "{file}");
+                assert!(what.contains("4294967295") && what.contains("29"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.buf.capacity() < 1 << 20, "no buffer sized by the claim");
+        assert!(r.next().is_none(), "stops after the error");
+    }
 }

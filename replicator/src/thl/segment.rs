@@ -265,6 +265,10 @@ pub enum Step {
     },
 }
 
+/// Records longer than this are checked against the file's real length
+/// (one `fstat`) before a buffer is sized for them.
+const LARGE_RECORD: u64 = 1 << 20;
+
 /// Steps through the records of one segment file between two offsets.
 pub struct RecordCursor {
     path: PathBuf,
@@ -345,6 +349,19 @@ impl RecordCursor {
             }
         };
         let total = u64::from(len) + RECORD_OVERHEAD;
+        // `end` is the caller's idea of the file's size; for a large record
+        // also ask the file itself before sizing a buffer by its length.
+        let avail = if total > LARGE_RECORD {
+            let real = self
+                .file
+                .get_ref()
+                .metadata()
+                .map_err(|e| ThlError::io("stat", &self.path, e))?
+                .len();
+            avail.min(real.saturating_sub(self.pos))
+        } else {
+            avail
+        };
         if total > avail {
             return self.bad(
                 Some(len),
@@ -435,5 +452,42 @@ impl RecordCursor {
             .map_err(|e| ThlError::io("seek", &self.path, e))?;
         self.pos = offset;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thl::format::{encode_segment_header, SegmentHeader};
+
+    #[test]
+    fn a_record_length_beyond_the_file_is_bad_before_allocating() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(segment_file_name(1));
+        let mut b = encode_segment_header(&SegmentHeader {
+            version: 1,
+            base_seqno: 0,
+            created_us: 0,
+        })
+        .to_vec();
+        b.extend_from_slice(&(512u32 << 20).to_le_bytes()); // claims 512 MiB
+        b.extend_from_slice(&[0u8; 60]);
+        std::fs::write(&path, &b).expect("write");
+        // the caller believes the file is 1 GiB long: the file says otherwise
+        let mut cur = RecordCursor::open(&path, SEGMENT_HEADER_LEN, 1 << 30).expect("open");
+        match cur.next_checked().expect("step") {
+            Step::Bad {
+                offset,
+                declared_len,
+                err: DecodeError::Incomplete { needed, have },
+            } => {
+                assert_eq!(offset, SEGMENT_HEADER_LEN);
+                assert_eq!(declared_len, Some(512 << 20));
+                assert_eq!(needed, (512 << 20) + RECORD_OVERHEAD);
+                assert_eq!(have, 64);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(cur.buf.capacity() < 1 << 20, "no buffer sized by the claim");
     }
 }

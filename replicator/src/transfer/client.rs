@@ -1,7 +1,9 @@
 //! The THL client: a replica's side of THL transfer.
 //!
-//! [`run`] connects to the master's THL server, says which `(seqno, epoch)`
-//! it stored last, and appends every record it receives to the local
+//! [`run`] connects to the master's THL server, answers its CHALLENGE with
+//! a hello that proves the dataservice secret (HMAC over the server's
+//! nonce, see `protocol.rs`) and says which `(seqno, epoch)` it stored
+//! last, and appends every record it receives to the local
 //! [`ThlWriter`] (checked: CRC, order). Records are buffered until the last
 //! fragment of their transaction, so a lost connection never leaves half a
 //! transaction in the log; appends are group-committed when the socket has
@@ -10,7 +12,7 @@
 //! back-off (100 ms doubling to 5 s); a refusal for diverged history ends
 //! the run with [`TransferError::Diverged`].
 
-use super::protocol::{self, typ, Accept, FrameError, Heartbeat, Hello, Refuse};
+use super::protocol::{self, typ, Accept, Challenge, FrameError, Heartbeat, Hello, Refuse};
 use super::tls::Io;
 use crate::thl::{format, ThlError, ThlEvent, ThlReader, ThlWriter};
 use std::time::Duration;
@@ -37,6 +39,9 @@ pub struct ClientConfig {
     pub start_after: Option<(u64, u64)>,
     /// Connect with TLS, verifying the server's certificate.
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// The dataservice secret the hello proves (`None`: an all-zero proof,
+    /// accepted only by a master started with `--insecure-no-secret`).
+    pub secret: Option<crate::auth::Secret>,
 }
 
 /// Published as the client runs.
@@ -191,12 +196,61 @@ async fn session(
     };
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(256 * 1024, rd);
+    let first = tokio::time::timeout(
+        cfg.read_timeout,
+        protocol::read_frame_max(&mut rd, protocol::MAX_PREAUTH_FRAME_LEN),
+    )
+    .await;
+    let nonce = match first {
+        Ok(Ok((typ::CHALLENGE, p))) => {
+            let c: Challenge = match protocol::parse("challenge", &p) {
+                Ok(c) => c,
+                Err(e) => return lost(&e),
+            };
+            if c.protocol != protocol::PROTOCOL_VERSION {
+                return lost(&format!(
+                    "master {} speaks THL protocol {}, this replicator {}",
+                    c.server,
+                    c.protocol,
+                    protocol::PROTOCOL_VERSION
+                ));
+            }
+            match protocol::unhex(&c.nonce) {
+                Some(n) if n.len() == crate::auth::NONCE_LEN => n,
+                _ => return lost(&"bad nonce in the master's challenge"),
+            }
+        }
+        Ok(Ok((typ::REFUSE, p))) => {
+            return match protocol::parse::<Refuse>("refuse", &p) {
+                Ok(r) => lost(&r.error),
+                Err(e) => lost(&e),
+            }
+        }
+        Ok(Ok((t, _))) => return lost(&format!("expected CHALLENGE, got frame type {t}")),
+        Ok(Err(e)) => return lost(&e),
+        Err(_) => {
+            return lost(
+                &"no CHALLENGE from the master (an older carbide speaking THL protocol 1?)",
+            )
+        }
+    };
     let hello = Hello {
         service: cfg.service.clone(),
         client: cfg.member.clone(),
         last: *last,
     };
-    if let Err(e) = protocol::write_json(&mut wr, typ::HELLO, &hello).await {
+    let json = match serde_json::to_vec(&hello) {
+        Ok(j) => j,
+        Err(e) => return lost(&e),
+    };
+    let mut payload = crate::auth::hello_proof(cfg.secret.as_ref(), &nonce, &json).to_vec();
+    payload.extend_from_slice(&json);
+    let sent = async {
+        protocol::write_frame(&mut wr, typ::HELLO, &payload).await?;
+        tokio::io::AsyncWriteExt::flush(&mut wr).await?;
+        Ok::<(), FrameError>(())
+    };
+    if let Err(e) = sent.await {
         return lost(&e);
     }
     let mut pending_frags: Vec<ThlEvent> = Vec::new();
@@ -204,7 +258,13 @@ async fn session(
     let mut batch_start = std::time::Instant::now();
     let mut accepted = false;
     loop {
-        let frame = tokio::time::timeout(cfg.read_timeout, protocol::read_frame(&mut rd)).await;
+        let max = if accepted {
+            protocol::MAX_FRAME_LEN
+        } else {
+            protocol::MAX_PREAUTH_FRAME_LEN
+        };
+        let frame =
+            tokio::time::timeout(cfg.read_timeout, protocol::read_frame_max(&mut rd, max)).await;
         let (t, payload) = match frame {
             Ok(Ok(f)) => f,
             Ok(Err(FrameError::Io(e))) => return lost(&e),

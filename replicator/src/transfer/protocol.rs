@@ -1,4 +1,4 @@
-//! The THL transfer wire format (port 2112, `thl://host:2112/`).
+//! The THL transfer wire format, protocol 2 (port 2112, `thl://host:2112/`).
 //!
 //! A replica's replicator (the client, `client.rs`) connects to its
 //! master's replicator (the server, `server.rs`) over TCP. Every message is
@@ -10,31 +10,56 @@
 //!  | len   | typ | payload          |
 //!  | u32   | u8  | len - 1 bytes    |
 //!  +-------+-----+------------------+
-//!  len = 1 + payload length, at most MAX_FRAME_LEN
+//!  len = 1 + payload length, at most MAX_PREAUTH_FRAME_LEN (64 KiB) until the
+//!  server has sent ACCEPT, at most MAX_FRAME_LEN afterwards
 //!
 //!  typ  direction        payload
-//!  1    client→server    HELLO      JSON {"service", "client", "last": null | [seqno, epoch]}
-//!  2    server→client    ACCEPT     JSON {"server", "from_seqno", "epoch"}
+//!  6    server→client    CHALLENGE  JSON {"protocol": 2, "server", "nonce": 64 hex digits}
+//!  1    client→server    HELLO      proof (32 bytes) ‖ JSON {"service", "client", "last": null | [seqno, epoch]}
+//!  2    server→client    ACCEPT     JSON {"server", "from_seqno"}
 //!  3    server→client    REFUSE     JSON {"error", "diverged"}
 //!  4    server→client    RECORD     one THL record, byte for byte as in a
 //!                                   segment file (see `thl::format`: len,
 //!                                   crc, header, postcard body, trailing len)
 //!  5    server→client    HEARTBEAT  JSON {"last_seqno": null | n, "tstamp_us"}
+//!
+//!  proof = HMAC-SHA256(secret, "carbide-thl-hello-2\0" ‖ nonce (32 bytes) ‖ hello JSON)
+//!          (32 zero bytes when the client has no secret; see `crate::auth`)
 //! ```
 //!
-//! The exchange: HELLO → ACCEPT or REFUSE; after ACCEPT the server sends
-//! RECORDs from `from_seqno` in log order (fragments as stored) and a
-//! HEARTBEAT whenever it has had nothing to send for the heartbeat
-//! interval. The client treats silence of three intervals as a dead link.
-//! A REFUSE with `diverged = true` (epoch mismatch, the client ahead of the
-//! master, or its seqno purged) is permanent: the client goes OFFLINE:ERROR.
-//! Other refusals (service not online) are retried with back-off.
+//! The exchange: the server sends CHALLENGE with a fresh random nonce as
+//! soon as the connection is up (after TLS when used); the client answers
+//! with HELLO; the server verifies the proof in constant time before it
+//! parses the JSON or reads anything of the log, then answers ACCEPT or
+//! REFUSE. A missing or wrong proof is refused (`diverged = false`, the
+//! client retries with back-off and says why in its status). A server that
+//! has too many replicas connected sends REFUSE instead of CHALLENGE.
+//! After ACCEPT the server sends RECORDs from `from_seqno` in log order
+//! (fragments as stored) and a HEARTBEAT whenever it has had nothing to
+//! send for the heartbeat interval. The client treats silence of three
+//! intervals as a dead link. A REFUSE with `diverged = true` (epoch
+//! mismatch, the client ahead of the master, or its seqno purged) is
+//! permanent: the client goes OFFLINE:ERROR. Other refusals (service not
+//! online, wrong secret) are retried with back-off.
+//!
+//! Protocol 1 (no CHALLENGE, HELLO without proof) is not spoken any more:
+//! a protocol 1 client gets a CHALLENGE it does not know and reconnects;
+//! a protocol 1 server sends no CHALLENGE and a protocol 2 client gives up
+//! on it after its read timeout, saying so.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest frame accepted: one maximal THL record plus the type byte.
 pub const MAX_FRAME_LEN: u32 = crate::thl::format::MAX_RECORD_LEN + 16 + 1;
+
+/// Largest frame accepted before the exchange is authenticated (HELLO on
+/// the server, CHALLENGE/ACCEPT/REFUSE on the client): nothing a peer says
+/// before that makes either side buffer more than this.
+pub const MAX_PREAUTH_FRAME_LEN: u32 = 64 * 1024;
+
+/// The protocol this build speaks (sent in CHALLENGE).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frame types.
 pub mod typ {
@@ -48,6 +73,47 @@ pub mod typ {
     pub const RECORD: u8 = 4;
     /// Idle heartbeat.
     pub const HEARTBEAT: u8 = 5;
+    /// Server's nonce, first frame of a connection.
+    pub const CHALLENGE: u8 = 6;
+}
+
+/// Server → client, first frame: the nonce the hello's proof covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Protocol version of the server ([`PROTOCOL_VERSION`]).
+    pub protocol: u32,
+    /// Server member name.
+    pub server: String,
+    /// 32 random bytes, hex.
+    pub nonce: String,
+}
+
+/// Lower-case hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes of a hex string; `None` for anything else.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect()
+}
+
+/// Splits a HELLO payload into (proof, JSON).
+pub fn split_hello(payload: &[u8]) -> Result<(&[u8], &[u8]), FrameError> {
+    if payload.len() < crate::auth::PROOF_LEN {
+        return Err(FrameError::Protocol(format!(
+            "hello of {} bytes has no room for its {}-byte proof",
+            payload.len(),
+            crate::auth::PROOF_LEN
+        )));
+    }
+    Ok(payload.split_at(crate::auth::PROOF_LEN))
 }
 
 /// Client → server, first frame.
@@ -131,11 +197,26 @@ pub async fn write_json<W: AsyncWrite + Unpin, T: Serialize>(
 
 /// Reads one frame: `(type, payload)`.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, Vec<u8>), FrameError> {
+    read_frame_max(r, MAX_FRAME_LEN).await
+}
+
+/// Reads one frame of at most `max` bytes (`len` field); a longer one is a
+/// protocol violation detected from its 5-byte head, before anything is
+/// allocated for it.
+pub async fn read_frame_max<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<(u8, Vec<u8>), FrameError> {
     let mut head = [0u8; 5];
     r.read_exact(&mut head).await?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    if len == 0 || len > MAX_FRAME_LEN {
-        return Err(FrameError::Protocol(format!("bad frame length {len}")));
+    if len == 0 {
+        return Err(FrameError::Protocol("bad frame length 0".into()));
+    }
+    if len > max {
+        return Err(FrameError::Protocol(format!(
+            "frame of {len} bytes announced, more than the {max} allowed here"
+        )));
     }
     // Grow with the data instead of trusting the peer's length up front.
     let want = u64::from(len - 1);
@@ -207,6 +288,33 @@ mod tests {
             read_frame(&mut &b[..]).await,
             Err(FrameError::Protocol(_))
         ));
+        // before authentication: 1 GiB announced, refused from the head alone
+        let mut b = (1u32 << 30).to_le_bytes().to_vec();
+        b.push(typ::HELLO);
+        match read_frame_max(&mut b.as_slice(), MAX_PREAUTH_FRAME_LEN).await {
+            Err(FrameError::Protocol(m)) => assert!(m.contains("1073741824"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut b = (MAX_PREAUTH_FRAME_LEN + 1).to_le_bytes().to_vec();
+        b.push(typ::HELLO);
+        b.extend(std::iter::repeat_n(b'x', MAX_PREAUTH_FRAME_LEN as usize));
+        assert!(read_frame_max(&mut b.as_slice(), MAX_PREAUTH_FRAME_LEN)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn hex_round_trip_and_hello_split() {
+        let b = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&b), "0001abff");
+        assert_eq!(unhex("0001abff").as_deref(), Some(&b[..]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+        assert!(split_hello(&[0u8; 31]).is_err());
+        let mut p = vec![7u8; 32];
+        p.extend_from_slice(b"{}");
+        let (proof, json) = split_hello(&p).expect("split");
+        assert_eq!((proof.len(), json), (32, &b"{}"[..]));
     }
 
     fn tokio_test_reader(data: Vec<u8>) -> impl AsyncRead + Unpin {

@@ -1,24 +1,37 @@
 //! The THL server: serves one service's THL to replicas (port 2112).
 //!
 //! [`serve`] is the one accept loop (select on accept vs. shutdown, one task
-//! per connection, a timeout on the hello, back-off on accept errors). A
-//! connection reads the client's [`Hello`], checks its `(seqno, epoch)`
-//! against the local log (`check_hello`, pure), answers ACCEPT or REFUSE,
-//! then a blocking task tails the log through the live writer's
-//! [`DurableWatch`] (published on the service's `ThlHub`) and hands
-//! encoded records to the socket task, which sends them (and heartbeats
-//! when idle). When the writer closes (service offline) the connection
-//! ends and the client reconnects.
+//! per connection, at most [`ServerConfig::max_connections`] at a time, a
+//! timeout on the hello, back-off on accept errors). A connection sends a
+//! CHALLENGE (a fresh nonce), reads the client's [`Hello`] (at most
+//! [`protocol::MAX_PREAUTH_FRAME_LEN`] bytes) and verifies its proof of the
+//! dataservice secret before anything else (`check_proof`, pure); then it
+//! checks the hello's `(seqno, epoch)` against the local log
+//! (`check_hello`, pure), answers ACCEPT or REFUSE, and a blocking task
+//! tails the log through the live writer's [`DurableWatch`] (published on
+//! the service's `ThlHub`) and hands encoded records to the socket task,
+//! which sends them (and heartbeats when idle). At most
+//! [`SEND_BUFFER_BYTES`] of records wait for a slow client; the tail waits
+//! for the socket beyond that. When the writer closes (service offline)
+//! the connection ends and the client reconnects.
 
-use super::protocol::{self, typ, Accept, Heartbeat, Hello, Refuse};
+use super::protocol::{self, typ, Accept, Challenge, Heartbeat, Hello, Refuse};
 use super::tls::Io;
+use crate::auth::{self, Secret};
 use crate::thl::{format, now_us, DurableWatch, ThlReader};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
+
+/// Default most replicas connected to one THL server at a time.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// Most bytes of encoded records queued for one client's socket.
+pub const SEND_BUFFER_BYTES: usize = 16 << 20;
 
 /// What a THL server serves.
 #[derive(Clone)]
@@ -33,6 +46,37 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// Serve over TLS with this acceptor.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The dataservice secret a hello must prove; `None` only for a daemon
+    /// started with `--insecure-no-secret` (every hello is then accepted).
+    pub secret: Option<Secret>,
+    /// Most connections served at a time; more are refused at once.
+    pub max_connections: usize,
+}
+
+/// Whether a hello's proof shows the secret: `Err` holds the reason given
+/// to the client (and logged).
+pub fn check_proof(
+    secret: Option<&Secret>,
+    service: &str,
+    nonce: &[u8],
+    hello_json: &[u8],
+    proof: &[u8],
+) -> Result<(), String> {
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    if auth::verify_hello_proof(secret, nonce, hello_json, proof) {
+        return Ok(());
+    }
+    let what = if proof.iter().all(|b| *b == 0) {
+        "missing"
+    } else {
+        "wrong"
+    };
+    Err(format!(
+        "{what} dataservice secret in the THL hello for service '{service}' \
+         (security.token-file of this dataservice); nothing is streamed"
+    ))
 }
 
 /// Answer to a hello, decided from the local log.
@@ -103,6 +147,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(10);
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -114,8 +159,14 @@ pub async fn serve(
                 let cfg = cfg.clone();
                 let hub = hub.clone();
                 let span = tracing::info_span!("thl-serve", service = %cfg.service, %peer);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(service = %cfg.service, %peer, limit = cfg.max_connections, "too many THL connections; refusing");
+                    tokio::spawn(refuse_busy(sock, cfg));
+                    continue;
+                };
                 tokio::spawn(
                     async move {
+                        let _slot = slot;
                         let _ = sock.set_nodelay(true);
                         let stream: Box<dyn Io> = match &cfg.tls {
                             None => Box::new(sock),
@@ -153,8 +204,29 @@ pub async fn serve(
     }
 }
 
+/// Tells a client over the limit why it is turned away (plain TCP only: a
+/// TLS client is just closed, no handshake is spent on it).
+async fn refuse_busy(mut sock: tokio::net::TcpStream, cfg: ServerConfig) {
+    if cfg.tls.is_some() {
+        return;
+    }
+    let r = Refuse {
+        error: format!(
+            "member {} already serves {} THL connections (the limit); try again later",
+            cfg.member, cfg.max_connections
+        ),
+        diverged: false,
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        protocol::write_json(&mut sock, typ::REFUSE, &r),
+    )
+    .await;
+}
+
 enum Msg {
-    Record(Vec<u8>),
+    /// Encoded record, holding its share of the send buffer.
+    Record(Vec<u8>, OwnedSemaphorePermit),
     Idle(Option<u64>),
     End(Option<String>),
 }
@@ -167,16 +239,31 @@ async fn connection(
     let (rd, wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::new(rd);
     let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-    let (t, p) = tokio::time::timeout(Duration::from_secs(10), protocol::read_frame(&mut rd))
-        .await
-        .map_err(|_| protocol::FrameError::Protocol("no hello within 10 s".into()))??;
+    let refuse = |error: String, diverged: bool| Refuse { error, diverged };
+    let nonce = auth::nonce().map_err(protocol::FrameError::Protocol)?;
+    let challenge = Challenge {
+        protocol: protocol::PROTOCOL_VERSION,
+        server: cfg.member.clone(),
+        nonce: protocol::hex(&nonce),
+    };
+    protocol::write_json(&mut wr, typ::CHALLENGE, &challenge).await?;
+    let (t, p) = tokio::time::timeout(
+        Duration::from_secs(10),
+        protocol::read_frame_max(&mut rd, protocol::MAX_PREAUTH_FRAME_LEN),
+    )
+    .await
+    .map_err(|_| protocol::FrameError::Protocol("no hello within 10 s".into()))??;
     if t != typ::HELLO {
         return Err(protocol::FrameError::Protocol(format!(
             "expected HELLO, got frame type {t}"
         )));
     }
-    let hello: Hello = protocol::parse("hello", &p)?;
-    let refuse = |error: String, diverged: bool| Refuse { error, diverged };
+    let (proof, json) = protocol::split_hello(&p)?;
+    if let Err(error) = check_proof(cfg.secret.as_ref(), &cfg.service, &nonce, json, proof) {
+        tracing::warn!(%error, "refusing replica: dataservice secret not proven");
+        return protocol::write_json(&mut wr, typ::REFUSE, &refuse(error, false)).await;
+    }
+    let hello: Hello = protocol::parse("hello", json)?;
     if hello.service != cfg.service {
         let r = refuse(
             format!(
@@ -232,6 +319,8 @@ async fn connection(
     .await?;
     let (tx, mut rx) = mpsc::channel::<Msg>(512);
     let hb = cfg.heartbeat;
+    let budget = Arc::new(Semaphore::new(SEND_BUFFER_BYTES));
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut tail = reader.tail(from, durable.clone());
         loop {
@@ -239,7 +328,14 @@ async fn connection(
                 Ok(Some(ev)) => {
                     let mut buf = Vec::new();
                     match format::encode_record(&ev, &mut buf) {
-                        Ok(_) => Msg::Record(buf),
+                        Ok(_) => {
+                            // wait for the socket to drain what is queued
+                            let n = buf.len().clamp(1, SEND_BUFFER_BYTES) as u32;
+                            match rt.block_on(budget.clone().acquire_many_owned(n)) {
+                                Ok(permit) => Msg::Record(buf, permit),
+                                Err(_) => return,
+                            }
+                        }
                         Err(e) => Msg::End(Some(format!("seqno {}: {e}", ev.seqno))),
                     }
                 }
@@ -264,7 +360,7 @@ async fn connection(
             _ = &mut gone => return Ok(()),
         };
         match msg {
-            Some(Msg::Record(b)) => {
+            Some(Msg::Record(b, _permit)) => {
                 protocol::write_frame(&mut wr, typ::RECORD, &b).await?;
                 if rx.is_empty() {
                     wr.flush().await?;
@@ -294,6 +390,92 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// What the fuzz target `thl_hello` does, on stable: any HELLO
+        /// payload goes through the pre-authentication path without a panic,
+        /// and a random proof is never accepted.
+        #[test]
+        fn any_hello_payload_is_handled(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let secret = Secret::new("fuzzing-secret-0123456789");
+            if let Ok((proof, json)) = protocol::split_hello(&data) {
+                let r = check_proof(Some(&secret), "alpha", &[7u8; 32], json, proof);
+                proptest::prop_assert!(r.is_err());
+                let _ = protocol::parse::<Hello>("hello", json);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_and_hellos_are_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let cfg = ServerConfig {
+            service: "alpha".into(),
+            member: "db1".into(),
+            thl_dir: dir.path().to_path_buf(),
+            heartbeat: Duration::from_millis(100),
+            tls: None,
+            secret: Some(Secret::new("0123456789abcdef")),
+            max_connections: 1,
+        };
+        let (_hub, hub_rx) = watch::channel(None);
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(l, cfg, hub_rx, stop_rx));
+        let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (t, _) = protocol::read_frame(&mut first).await.expect("challenge");
+        assert_eq!(t, typ::CHALLENGE);
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (t, p) = protocol::read_frame(&mut second).await.expect("refuse");
+        assert_eq!(t, typ::REFUSE);
+        let r: Refuse = protocol::parse("refuse", &p).expect("json");
+        assert!(
+            r.error.contains("already serves 1 THL connections"),
+            "{r:?}"
+        );
+        // the first one announces a 1 GiB hello: cut off, and its slot freed
+        let mut head = (1u32 << 30).to_le_bytes().to_vec();
+        head.push(typ::HELLO);
+        first.write_all(&head).await.expect("write");
+        let mut b = [0u8; 8];
+        let n = tokio::io::AsyncReadExt::read(&mut first, &mut b).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        let mut third = None;
+        for _ in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (t, _) = protocol::read_frame(&mut s).await.expect("frame");
+            if t == typ::CHALLENGE {
+                third = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(third.is_some(), "the slot came back");
+        let _ = stop.send(true);
+    }
+
+    #[test]
+    fn proofs_are_checked_and_refusals_say_which() {
+        let s = Secret::new("0123456789abcdef");
+        let nonce = [9u8; 32];
+        let good = auth::hello_proof(Some(&s), &nonce, b"{}");
+        assert!(check_proof(Some(&s), "alpha", &nonce, b"{}", &good).is_ok());
+        let e = check_proof(Some(&s), "alpha", &nonce, b"{}", &[0u8; 32]).unwrap_err();
+        assert!(e.starts_with("missing dataservice secret"), "{e}");
+        assert!(
+            e.contains("security.token-file") && e.contains("alpha"),
+            "{e}"
+        );
+        let other = auth::hello_proof(Some(&Secret::new("x123456789abcdef")), &nonce, b"{}");
+        let e = check_proof(Some(&s), "alpha", &nonce, b"{}", &other).unwrap_err();
+        assert!(e.starts_with("wrong dataservice secret"), "{e}");
+        // a replayed proof over another nonce is wrong
+        let e = check_proof(Some(&s), "alpha", &[8u8; 32], b"{}", &good).unwrap_err();
+        assert!(e.starts_with("wrong"), "{e}");
+        // no secret configured (--insecure-no-secret): anything goes
+        assert!(check_proof(None, "alpha", &nonce, b"{}", &[0u8; 32]).is_ok());
+    }
 
     fn hello(last: Option<(u64, u64)>) -> Hello {
         Hello {
