@@ -473,6 +473,29 @@ async fn a_cut_off_process_goes_onhold_then_offline_and_comes_back() {
     assert_eq!(term(li), term_before, "the leader's term did not change");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_keeps_the_majority_of_two_database_hosts() {
+    let _serial = SERIAL.lock().await;
+    let mut ds = Dataservice::builder(2).witness().start().await;
+    let out = ds.cctrl_ok("members");
+    assert!(out.contains("3 of 3 in contact, quorum 2"), "{out}");
+    assert!(out.contains("w1/127.0.0.1:"), "{out}");
+    let ls = ds.cctrl_ok("ls");
+    assert!(!ls.contains("connector@w1"), "a witness runs no connector:\n{ls}");
+    assert!(!ls.contains("|w1("), "a witness is no datasource:\n{ls}");
+    // lose a database host's carbide: db1 and the witness keep a majority
+    ds.kill9_carbide(1);
+    let ls = ds.wait_ls(15, "a coordinator among db1 and w1", |o| {
+        o.contains("COORDINATOR[db1:") || o.contains("COORDINATOR[w1:")
+    });
+    assert!(ls.contains("|  MANAGER(state=STOPPED)"), "{ls}");
+    let out = ds.cctrl_ok("datasource db2 shun");
+    assert_eq!(out, "DataSource 'db2' set to SHUNNED\n", "changes still commit");
+    assert_eq!(landed(&ds, 0, false).await.expect("rw"), ds.dbs[0].port);
+    ds.restart_carbide(1);
+    ds.cctrl_ok("datasource db2 welcome");
+}
+
 /// The bench behind `benches/leader_election.sh` (not run by the suite):
 /// with the default `[manager]` timers, kill -9 the coordinator's carbide
 /// ROUNDS times (default 10) and print how long until another manager is

@@ -43,9 +43,17 @@ pub struct Builder {
     probe_ms: u64,
     grace_ms: u64,
     raft: (u64, u64, u64),
+    witness: bool,
 }
 
 impl Builder {
+    /// Adds a `[[witness]]` named `w1`: a voting manager without a database
+    /// (carbide process index `n`).
+    pub fn witness(mut self) -> Self {
+        self.witness = true;
+        self
+    }
+
     /// The default `[manager]` timers (heartbeat 150, election 750,
     /// isolated-offline 5000 ms) instead of the tests' faster ones.
     pub fn default_timers(mut self) -> Self {
@@ -107,6 +115,7 @@ impl Builder {
             probe_ms: self.probe_ms,
             grace_ms: self.grace_ms,
             raft: self.raft,
+            witness: self.witness.then(free_port),
         };
         for i in 0..self.n {
             let text = ds.config_text(i, self.policy);
@@ -125,7 +134,7 @@ impl Builder {
             );
             ds.replicators.push(r);
         }
-        for i in 0..self.n {
+        for i in 0..self.n + usize::from(self.witness) {
             let c = ds.spawn_carbide(i);
             ds.carbides.push(Some(c));
         }
@@ -159,6 +168,8 @@ pub struct Dataservice {
     /// `timeouts.failover-grace-ms`.
     pub grace_ms: u64,
     raft: (u64, u64, u64),
+    /// The witness `w1`'s manager port, when there is one.
+    pub witness: Option<u16>,
 }
 
 /// The secret every test dataservice uses.
@@ -174,6 +185,7 @@ impl Dataservice {
             probe_ms: 300,
             grace_ms: 1500,
             raft: (100, 400, 2500),
+            witness: false,
         }
     }
 
@@ -211,10 +223,24 @@ impl Dataservice {
                 p.ro
             ));
         }
+        if let Some(port) = self.witness {
+            t.push_str(&format!(
+                "[[witness]]\nname = \"w1\"\nmanager = \"127.0.0.1:{port}\"\n\n"
+            ));
+        }
         t
     }
 
+    /// Name and manager port of carbide process i (members, then the witness).
+    fn process(&self, i: usize) -> (String, u16) {
+        match self.ports.get(i) {
+            Some(p) => (format!("db{}", i + 1), p.manager),
+            None => ("w1".to_string(), self.witness.expect("a witness")),
+        }
+    }
+
     fn spawn_carbide(&self, i: usize) -> Child {
+        let (name, port) = self.process(i);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -223,8 +249,8 @@ impl Dataservice {
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--"])
             .arg(env!("CARGO_BIN_EXE_carbide"))
-            .args(["serve", "--member", &format!("db{}", i + 1), "--config"])
-            .arg(&self.configs[i])
+            .args(["serve", "--member", &name, "--config"])
+            .arg(&self.configs[i.min(self.configs.len() - 1)])
             .env("CARBIDE_LOG", "info,openraft=warn,carbide_control=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -232,11 +258,10 @@ impl Dataservice {
             .spawn()
             .expect("spawn carbide");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i].manager)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "carbide db{} did not listen:\n{}",
-                i + 1,
+                "carbide {name} did not listen:\n{}",
                 self.log(i)
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -245,7 +270,7 @@ impl Dataservice {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("carbide-db{}.log", i + 1))
+        self.dir.path().join(format!("carbide-{}.log", self.process(i).0))
     }
 
     /// Member i's carbide log.
