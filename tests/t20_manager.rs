@@ -481,7 +481,10 @@ async fn a_witness_keeps_the_majority_of_two_database_hosts() {
     assert!(out.contains("3 of 3 in contact, quorum 2"), "{out}");
     assert!(out.contains("w1/127.0.0.1:"), "{out}");
     let ls = ds.cctrl_ok("ls");
-    assert!(!ls.contains("connector@w1"), "a witness runs no connector:\n{ls}");
+    assert!(
+        !ls.contains("connector@w1"),
+        "a witness runs no connector:\n{ls}"
+    );
     assert!(!ls.contains("|w1("), "a witness is no datasource:\n{ls}");
     // lose a database host's carbide: db1 and the witness keep a majority
     ds.kill9_carbide(1);
@@ -490,10 +493,74 @@ async fn a_witness_keeps_the_majority_of_two_database_hosts() {
     });
     assert!(ls.contains("|  MANAGER(state=STOPPED)"), "{ls}");
     let out = ds.cctrl_ok("datasource db2 shun");
-    assert_eq!(out, "DataSource 'db2' set to SHUNNED\n", "changes still commit");
+    assert_eq!(
+        out, "DataSource 'db2' set to SHUNNED\n",
+        "changes still commit"
+    );
     assert_eq!(landed(&ds, 0, false).await.expect("rw"), ds.dbs[0].port);
     ds.restart_carbide(1);
     ds.cctrl_ok("datasource db2 welcome");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_coordinator_is_replaced_and_rejoins_as_a_follower() {
+    use rustix::process::Signal;
+    let _serial = SERIAL.lock().await;
+    let ds = Dataservice::builder(3).start().await;
+    let leader = ds.coordinator();
+    let li: usize = leader.trim_start_matches("db").parse::<usize>().expect("n") - 1;
+    let other = (li + 1) % 3;
+    // SIGSTOP: the process hangs, its sockets stay open
+    ds.signal(li, Signal::STOP);
+    let start = Instant::now();
+    let ls = ds.wait_ls_on(
+        other,
+        15,
+        "a new coordinator while the old one hangs",
+        |o| o.contains("COORDINATOR[db") && !o.contains(&format!("COORDINATOR[{leader}:")),
+    );
+    println!(
+        "coordinator {leader} stopped (SIGSTOP): new coordinator after {} ms",
+        start.elapsed().as_millis()
+    );
+    assert!(
+        ls.contains("|  MANAGER(state=STOPPED)") || ls.contains("not reporting"),
+        "{ls}"
+    );
+    let victim = format!("db{}", (li + 2) % 3 + 1);
+    let victim_is_master = victim == "db1";
+    if !victim_is_master {
+        ds.cctrl_on(other, &format!("datasource {victim} shun"));
+    }
+    // SIGCONT: it wakes up believing it leads; it must step down, catch up,
+    // and never be a second coordinator
+    ds.signal(li, Signal::CONT);
+    wait_for(15, "every manager agrees on one coordinator", || {
+        let seen: Vec<Option<String>> = (0..3).map(|i| ds.leader_seen_by(i)).collect();
+        seen.iter().all(|l| l.is_some() && *l == seen[0])
+    });
+    let now = ds.leader_seen_by(li).expect("leader");
+    assert_ne!(now, leader, "the woken process did not take back the lead");
+    wait_for(15, "the woken connector ONLINE", || {
+        ds.router_state(li) == "ONLINE"
+    });
+    if !victim_is_master {
+        wait_for(
+            10,
+            "the woken manager applied the change made while it hung",
+            || {
+                ds.status(li)["routing_table"]["replicas"]
+                    .as_array()
+                    .is_some_and(|r| {
+                        r.iter().any(|d| {
+                            d["name"] == victim.as_str()
+                                && d["state"] == "SHUNNED(MANUALLY-SHUNNED)"
+                        })
+                    })
+            },
+        );
+    }
+    assert_eq!(landed(&ds, li, false).await.expect("rw"), ds.dbs[0].port);
 }
 
 /// The bench behind `benches/leader_election.sh` (not run by the suite):

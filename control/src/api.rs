@@ -124,6 +124,16 @@ async fn command(State(node): State<Arc<Node>>, Json(req): Json<CommandRequest>)
     match route_to_leader(&node) {
         Err(r) => *r,
         Ok(Some((leader, addr))) => {
+            // a hung coordinator accepts connections and never answers: a
+            // cheap question first, so the caller hears "no coordinator" in
+            // 2 s rather than after the command's whole timeout
+            let alive: Result<serde_json::Value, HttpError> = node
+                .client()
+                .get(&addr, "/health", Duration::from_secs(2))
+                .await;
+            if let Err(e) = alive {
+                return forward_error(&leader, e);
+            }
             let r: Result<CommandResponse, HttpError> = node
                 .client()
                 .post(&addr, "/manager/command", &req, Duration::from_secs(60))

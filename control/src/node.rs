@@ -317,7 +317,15 @@ impl Node {
             by: self.name.clone(),
             at_ms: now_ms(),
         };
-        match self.raft.client_write(cmd).await {
+        let limit = Duration::from_secs(10);
+        let written = tokio::time::timeout(limit, self.raft.client_write(cmd)).await;
+        let Ok(written) = written else {
+            return Err(format!(
+                "'{what}' was not committed within {} s: the coordinator may have lost its majority (it may still commit)",
+                limit.as_secs()
+            ));
+        };
+        match written {
             Ok(r) => {
                 match &r.data {
                     Outcome::Changed => {
@@ -390,7 +398,9 @@ impl Node {
                 }
                 was_leader = leader;
             }
-            if !leader {
+            if !leader || !self.in_contact() {
+                // a leader cut off from the majority sees only its own side:
+                // its evidence is not enough to judge anything
                 continue;
             }
             let state = self.state_rx.borrow().clone();

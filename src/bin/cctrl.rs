@@ -3,8 +3,9 @@
 //! A thin client of the managers' HTTP API: every command but the shell's
 //! own (`use`, `expert`, `help`, `exit`) is sent as text to
 //! `POST /manager/command` on a manager (the first one of the config that
-//! answers, or `--member`'s), which forwards it to the coordinator; the
-//! answer is printed as it came. The dataservice secret comes from the
+//! answers `GET /health` within 2 s, or `--member`'s), which forwards it to
+//! the coordinator; the answer is printed as it came. While no manager has a
+//! coordinator (an election) it asks again for up to 5 s. The dataservice secret comes from the
 //! config's `[security]`. Three ways in: an interactive shell with line
 //! editing and history (`~/.cctrl_history`), `cctrl -e "ls"` (one command;
 //! several separated by `;`), or commands on standard input, one per line.
@@ -129,6 +130,16 @@ impl Shell {
         let mut tried = Vec::new();
         let mut no_coordinator = false;
         for (name, addr) in &self.managers {
+            // a hung manager (stopped process, blackholed host) accepts the
+            // connection and never answers: ask it a cheap question first
+            let alive: Result<serde_json::Value, HttpError> = self
+                .client
+                .get(addr, "/health", Duration::from_secs(2))
+                .await;
+            if let Err(e) = alive {
+                tried.push(format!("{name}: {e}"));
+                continue;
+            }
             let r: Result<CommandResponse, HttpError> = self
                 .client
                 .post(addr, "/manager/command", req, Duration::from_secs(120))

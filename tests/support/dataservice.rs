@@ -270,7 +270,9 @@ impl Dataservice {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("carbide-{}.log", self.process(i).0))
+        self.dir
+            .path()
+            .join(format!("carbide-{}.log", self.process(i).0))
     }
 
     /// Member i's carbide log.
@@ -313,9 +315,14 @@ impl Dataservice {
 
     /// Waits until `cctrl ls` satisfies `f`; returns that output.
     pub fn wait_ls(&self, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
+        self.wait_ls_on(0, secs, what, f)
+    }
+
+    /// [`Dataservice::wait_ls`] with member i's config.
+    pub fn wait_ls_on(&self, i: usize, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let o = self.cctrl(0, "ls");
+            let o = self.cctrl(i, "ls");
             let last;
             if o.status.success() {
                 last = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -372,6 +379,28 @@ impl Dataservice {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sends `sig` (STOP, CONT, ...) to carbide process i.
+    pub fn signal(&self, i: usize, sig: rustix::process::Signal) {
+        let pid = self.carbides[i].as_ref().expect("running").id();
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            rustix::process::kill_process(pid, sig).expect("signal");
+        }
+    }
+
+    /// Who manager i sees as coordinator (`GET /health`).
+    pub fn leader_seen_by(&self, i: usize) -> Option<String> {
+        let (_, port) = self.process(i);
+        let (code, body) = http(port, "GET", "/health", None);
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()?
+            .get("leader")?
+            .as_str()
+            .map(str::to_string)
     }
 
     /// Starts member i's carbide again (after a kill).
