@@ -488,10 +488,14 @@ async fn a_witness_keeps_the_majority_of_two_database_hosts() {
     assert!(!ls.contains("|w1("), "a witness is no datasource:\n{ls}");
     // lose a database host's carbide: db1 and the witness keep a majority
     ds.kill9_carbide(1);
-    let ls = ds.wait_ls(15, "a coordinator among db1 and w1", |o| {
-        o.contains("COORDINATOR[db1:") || o.contains("COORDINATOR[w1:")
-    });
-    assert!(ls.contains("|  MANAGER(state=STOPPED)"), "{ls}");
+    ds.wait_ls(
+        15,
+        "a coordinator among db1 and w1, db2's manager gone",
+        |o| {
+            (o.contains("COORDINATOR[db1:") || o.contains("COORDINATOR[w1:"))
+                && o.contains("|  MANAGER(state=STOPPED)")
+        },
+    );
     let out = ds.cctrl_ok("datasource db2 shun");
     assert_eq!(
         out, "DataSource 'db2' set to SHUNNED\n",
