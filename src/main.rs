@@ -48,7 +48,9 @@ enum Command {
         /// address serves the manager and the admin API.
         #[arg(long, short = 'm')]
         member: Option<String>,
-        /// Admin API address (host:port), overriding the member's.
+        /// With --static-routing: the admin API address (host:port), overriding
+        /// the member's. (With a manager the admin API is the member's manager
+        /// address, where the other managers reach it.)
         #[arg(long)]
         admin: Option<carbide_config::HostPort>,
         /// Run the connector alone, routing from the config's roles (re-read

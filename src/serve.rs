@@ -114,6 +114,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
         (_, true) => None,
     };
+    if managed.is_some() && admin_addr.is_some() {
+        return Err(ServeError::Config(
+            "--admin goes with --static-routing: with a manager, the admin API is the member's manager address, where the other managers reach it".into(),
+        ));
+    }
     if let Some(w) = managed.as_deref().and_then(|m| config.witness(m)) {
         return run_witness(config.clone(), w.name.clone(), w.manager.clone()).await;
     }
