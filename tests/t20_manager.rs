@@ -234,31 +234,9 @@ async fn shun_moves_reads_and_state_survives_restarts_and_leader_kill() {
     ds.cctrl_ok("set policy automatic");
 
     // kill -9 of the coordinator's carbide: another one takes over
-    let leader = ds.coordinator();
-    let li: usize = leader
-        .trim_start_matches("db")
-        .parse::<usize>()
-        .expect("member index")
-        - 1;
-    let start = Instant::now();
-    ds.kill9_carbide(li);
+    let (li, took) = ds.kill_coordinator(15);
+    let leader = format!("db{}", li + 1);
     let other = (li + 1) % 3;
-    loop {
-        let o = ds.cctrl(other, "ls");
-        let text = String::from_utf8_lossy(&o.stdout);
-        if o.status.success()
-            && text.contains("COORDINATOR[db")
-            && !text.contains(&format!("COORDINATOR[{leader}:"))
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no new coordinator 15 s after kill -9 of {leader}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = start.elapsed();
     println!(
         "new coordinator {} ms after kill -9 of the coordinator {leader}",
         took.as_millis()
@@ -582,30 +560,12 @@ async fn bench_leader_election() {
     let mut ds = Dataservice::builder(3).default_timers().start().await;
     let mut times = Vec::new();
     for round in 0..rounds {
-        let leader = ds.coordinator();
-        let li: usize = leader.trim_start_matches("db").parse::<usize>().expect("n") - 1;
-        let other = (li + 1) % 3;
-        let start = Instant::now();
-        ds.kill9_carbide(li);
-        loop {
-            let o = ds.cctrl(other, "ls");
-            let text = String::from_utf8_lossy(&o.stdout);
-            if o.status.success()
-                && text.contains("COORDINATOR[db")
-                && !text.contains(&format!("COORDINATOR[{leader}:"))
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no new coordinator"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let ms = start.elapsed().as_millis() as u64;
+        let (li, took) = ds.kill_coordinator(30);
+        let ms = took.as_millis() as u64;
         println!(
-            "round {}: coordinator {leader} killed, new coordinator after {ms} ms",
-            round + 1
+            "round {}: coordinator db{} killed, new coordinator after {ms} ms",
+            round + 1,
+            li + 1
         );
         times.push(ms);
         ds.restart_carbide(li);

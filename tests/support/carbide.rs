@@ -10,7 +10,6 @@
 use super::{free_port, MariaDb};
 use mysql_async::{Opts, OptsBuilder};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,26 +232,7 @@ impl Carbide {
 
     /// A plain HTTP request to the admin API; returns (status, body).
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", self.cfg.admin)).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        )
-        .expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        super::dataservice::http_body(self.cfg.admin, method, path, None, "")
     }
 
     /// Sets the router state through the admin API.

@@ -389,6 +389,36 @@ impl Dataservice {
         }
     }
 
+    /// kill -9 of the coordinator's carbide; waits until `cctrl ls` (run
+    /// every 20 ms with another member's config) shows another coordinator.
+    /// Returns the old coordinator's index and how long that took.
+    pub fn kill_coordinator(&mut self, secs: u64) -> (usize, Duration) {
+        let leader = self.coordinator();
+        let li: usize = leader
+            .trim_start_matches("db")
+            .parse::<usize>()
+            .expect("member index")
+            - 1;
+        let other = (li + 1) % self.dbs.len();
+        let start = Instant::now();
+        self.kill9_carbide(li);
+        loop {
+            let o = self.cctrl(other, "ls");
+            let text = String::from_utf8_lossy(&o.stdout);
+            if o.status.success()
+                && text.contains("COORDINATOR[db")
+                && !text.contains(&format!("COORDINATOR[{leader}:"))
+            {
+                return (li, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "no new coordinator {secs} s after kill -9 of {leader}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Who manager i sees as coordinator (`GET /health`).
     pub fn leader_seen_by(&self, i: usize) -> Option<String> {
         let (_, port) = self.process(i);
