@@ -179,7 +179,13 @@ async fn thl_hello_must_prove_the_secret() {
         raw::closed(&mut s).await,
         "garbage hello: connection closed"
     );
-    let log = d1.log_plain();
+    // the daemon logs the refusal after it closed the connection: give it a moment
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut log = d1.log_plain();
+    while !log.contains("more than the 65536 allowed") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        log = d1.log_plain();
+    }
     assert!(
         log.contains("refusing replica: dataservice secret not proven") && log.contains("peer="),
         "{log}"

@@ -440,6 +440,16 @@ impl Node {
         self.contact.age()
     }
 
+    /// Whether this manager has caught up with the coordinator since it
+    /// started: a leader accepted its log and it has applied all it holds.
+    /// Until then its stored state may be behind what was committed while it
+    /// was down (a router set OFFLINE, a datasource shunned), so its
+    /// connector holds new work rather than route by it.
+    fn caught_up(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        self.contact.heard() && m.last_applied.map(|l| l.index) >= m.last_log_index
+    }
+
     async fn partition_loop(self: Arc<Self>) {
         let onhold_after = self.election_timeout() * 4;
         let offline_after = Duration::from_millis(self.config.manager.isolated_offline_ms);
@@ -454,13 +464,17 @@ impl Node {
             let cut = self.cut_off_for();
             let isolated = if cut >= offline_after {
                 Some(RouterState::Offline)
-            } else if cut >= onhold_after {
+            } else if cut >= onhold_after || !self.caught_up() {
                 Some(RouterState::OnHold)
             } else {
                 None
             };
             if isolated != last {
                 match isolated {
+                    Some(s) if cut < onhold_after => info!(
+                        connector = %s,
+                        "catching up with the coordinator: the connector holds new work until this manager has the committed state"
+                    ),
                     Some(s) => warn!(
                         cut_off_ms = cut.as_millis() as u64,
                         connector = %s,

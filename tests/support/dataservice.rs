@@ -314,12 +314,18 @@ impl Dataservice {
     }
 
     /// Waits until `cctrl ls` satisfies `f`; returns that output.
-    pub fn wait_ls(&self, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
+    pub fn wait_ls(&self, secs: u64, what: &str, f: impl FnMut(&str) -> bool) -> String {
         self.wait_ls_on(0, secs, what, f)
     }
 
     /// [`Dataservice::wait_ls`] with member i's config.
-    pub fn wait_ls_on(&self, i: usize, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
+    pub fn wait_ls_on(
+        &self,
+        i: usize,
+        secs: u64,
+        what: &str,
+        mut f: impl FnMut(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let o = self.cctrl(i, "ls");

@@ -45,13 +45,12 @@ async fn append(
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Value> {
     let r = s.raft.append_entries(req).await;
-    if matches!(
-        r,
-        Ok(AppendEntriesResponse::Success
-            | AppendEntriesResponse::PartialSuccess(_)
-            | AppendEntriesResponse::Conflict)
-    ) {
-        s.contact.touch();
+    match r {
+        Ok(AppendEntriesResponse::Success) => s.contact.touch_synced(),
+        Ok(AppendEntriesResponse::PartialSuccess(_) | AppendEntriesResponse::Conflict) => {
+            s.contact.touch()
+        }
+        _ => {}
     }
     json(&r)
 }

@@ -22,12 +22,14 @@ use tracing::{debug, info};
 /// When this node last heard from a leader.
 pub struct Contact {
     last: Mutex<Instant>,
+    heard: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Contact {
     fn default() -> Self {
         Contact {
             last: Mutex::new(Instant::now()),
+            heard: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -36,6 +38,19 @@ impl Contact {
     /// A leader was heard from now.
     pub fn touch(&self) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// A leader was heard from now and this node's log matched it (an
+    /// append-entries succeeded), or this node leads.
+    pub fn touch_synced(&self) {
+        self.touch();
+        self.heard.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether, since this process started, a leader has accepted this
+    /// node's log as matching its own (or this node became leader).
+    pub fn heard(&self) -> bool {
+        self.heard.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long since a leader was last heard from.
@@ -131,12 +146,11 @@ pub async fn run(
             return;
         }
         if state == ServerState::Leader {
-            contact.touch();
+            contact.touch_synced();
             continue;
         }
         if state == ServerState::Learner && last_log_index.is_none() {
-            // not initialized yet
-            contact.touch();
+            // not initialized yet: nothing to campaign for
             continue;
         }
         let age = contact.age();
