@@ -2,7 +2,9 @@
 //!
 //! Client connections enter through the listeners ([`listener`]), which ask
 //! the [`routing::Router`] where a session goes and whether the router lets
-//! it in; each [`session`] relays the greeting and authentication byte for
+//! it in; each [`session`] connects to a datasource (`connect`: a read-only
+//! session tries the next one when it cannot, and the router passes over one
+//! that just failed: [`avoid`]), relays the greeting and authentication byte for
 //! byte, then pumps packets both ways, following the conversation with a
 //! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts;
 //! sessions of the read-only listener are made read-only on the server by
@@ -13,6 +15,8 @@
 //! routing table and router state stored into the `Router`.
 
 pub mod admin;
+pub mod avoid;
+mod connect;
 pub mod listener;
 pub mod metrics;
 pub mod packet;

@@ -4,12 +4,15 @@
 //!    error; ONHOLD: wait until ONLINE or `wait-if-unavailable`), then the
 //!    routing table picks a datasource (waiting the same way when none is
 //!    available).
-//! 2. **Handshake**: connect to the datasource, relay its greeting (with
+//! 2. **Handshake**: connect to the datasource (`connect`: a read-only
+//!    session tries the next one when it cannot), relay its greeting (with
 //!    compression, progress reports and metadata caching taken out of the
 //!    capabilities, and TLS offered when carbide has a certificate), accept
-//!    TLS when the client asks, then relay the authentication exchange
-//!    packet by packet (sequence ids shifted by one around carbide's own
-//!    TLS), so every auth plugin the server has works unchanged.
+//!    TLS when the client asks, refuse a client that asks for compression
+//!    all the same (error 1043, not a stalled session), then relay the
+//!    authentication exchange packet by packet (sequence ids shifted by one
+//!    around carbide's own TLS), so every auth plugin the server has works
+//!    unchanged.
 //! 3. **Read-only**: on the read-only listener, carbide makes the session
 //!    read-only on the server before the client's first command, and again
 //!    after a reset ([`read_only`](crate::read_only)).
@@ -23,6 +26,7 @@
 //! Errors carbide itself sends are MySQL ERR packets with a message that
 //! says what happened.
 
+use crate::connect::{self, Backend};
 use crate::metrics::{ErrorKind, ListenerMetrics, Metrics};
 use crate::packet::{write_packet, Framer, HEADER_LEN};
 use crate::protocol::{self, cap, mariadb_cap, Greeting, SSL_REQUEST_LEN};
@@ -117,7 +121,7 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
     let m = &shared.metrics;
     let lm = m.listener(access);
     let _ = client.set_nodelay(true);
-    let (ds, _slot) = match admit(access, shared).await {
+    let first = match admit(access, shared).await {
         Ok(v) => v,
         Err((kind, code, state, message)) => {
             debug!(%message, "session refused");
@@ -127,30 +131,25 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
             return;
         }
     };
-    tracing::Span::current().record("datasource", ds.name.as_str());
-    let started = Instant::now();
-    let backend = match timeout(
-        shared.settings.connect_timeout,
-        TcpStream::connect((ds.addr.host.as_str(), ds.addr.port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return backend_down(client, shared, access, &ds, &e.to_string()).await,
-        Err(_) => {
-            let why = format!(
-                "no answer within {} ms",
-                shared.settings.connect_timeout.as_millis()
-            );
-            return backend_down(client, shared, access, &ds, &why).await;
+    let deadline = Instant::now() + shared.settings.handshake_timeout;
+    let backend = match connect::connect(first, access, shared, deadline).await {
+        Ok(b) => b,
+        Err(msg) => {
+            lm.refused.inc();
+            refuse(client, code::CONNECT_FAILED, "HY000", &msg).await;
+            return;
         }
     };
-    let _ = backend.set_nodelay(true);
-    let hs = timeout(
-        shared.settings.handshake_timeout,
-        handshake(client, backend, &ds, shared, started),
-    )
-    .await;
+    let Backend {
+        ds,
+        slot: _slot,
+        stream,
+        reader,
+        greeting,
+    } = backend;
+    tracing::Span::current().record("datasource", ds.name.as_str());
+    let hs = handshake(client, (stream, reader, greeting), &ds, shared);
+    let hs = tokio::time::timeout_at(deadline, hs).await;
     let (mut client, mut server, tracker, leftover) = match hs {
         Ok(Ok(v)) => v,
         Ok(Err(HandshakeEnd::Closed)) => return,
@@ -256,23 +255,6 @@ async fn admit(access: Access, shared: &Shared) -> Result<(Datasource, SessionSl
     }
 }
 
-async fn backend_down(
-    client: TcpStream,
-    shared: &Shared,
-    access: Access,
-    ds: &Datasource,
-    why: &str,
-) {
-    shared.metrics.error(ErrorKind::BackendConnect);
-    shared.metrics.listener(access).refused.inc();
-    warn!(error = %why, addr = %ds.addr, "cannot connect to datasource");
-    let msg = format!(
-        "carbide: cannot connect to datasource {} ({}): {why}",
-        ds.name, ds.addr
-    );
-    refuse(client, code::CONNECT_FAILED, "HY000", &msg).await;
-}
-
 enum HandshakeEnd {
     /// Nothing more to do (refused, or auth rejected and relayed).
     Closed,
@@ -299,35 +281,16 @@ async fn send<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> std:
 
 async fn handshake(
     client: TcpStream,
-    backend: TcpStream,
+    (server, mut sreader, (seq, mut greeting)): (TcpStream, PacketReader, (u8, Vec<u8>)),
     ds: &Datasource,
     shared: &Shared,
-    started: Instant,
 ) -> Result<(Stream, Stream, Tracker, (Vec<u8>, Vec<u8>)), HandshakeEnd> {
     let mut client = Stream::Plain(client);
-    let mut server = Stream::Plain(backend);
+    let mut server = Stream::Plain(server);
     let mut creader = PacketReader::default();
-    let mut sreader = PacketReader::default();
     let client_err = |kind, why: String| HandshakeEnd::Failed(kind, why);
 
     // the greeting
-    let (seq, mut greeting) =
-        match timeout(shared.settings.connect_timeout, sreader.next(&mut server)).await {
-            Ok(Ok(v)) => v,
-            _ => {
-                let msg = format!(
-                    "carbide: datasource {} ({}) sent no greeting",
-                    ds.name, ds.addr
-                );
-                return Err(
-                    fail_before_greeting(&mut client, ErrorKind::BackendMalformed, msg).await,
-                );
-            }
-        };
-    shared
-        .metrics
-        .backend_connect_seconds
-        .observe(started.elapsed().as_secs_f64());
     if greeting.first() == Some(&0xff) {
         // the server refuses (too many connections, host blocked): relay it
         let _ = send(&mut client, seq, &greeting).await;
@@ -442,6 +405,16 @@ async fn handshake(
     }
     let caps = protocol::response_caps(&response).unwrap_or(0);
     let deprecate_eof = caps & cap::DEPRECATE_EOF != 0;
+    if caps & (cap::COMPRESS | cap::ZSTD) != 0 {
+        // not offered in the greeting; such a client (mysql-connector-python
+        // with compress=True) switches to compressed framing after the OK
+        // all the same, which neither carbide nor the server would expect
+        let msg = "carbide does not support the compressed protocol; connect without compression";
+        let err = protocol::err_payload(code::HANDSHAKE_ERROR, "08S01", msg);
+        let _ = send(&mut client, cseq.wrapping_add(1), &err).await;
+        let why = "the client asked for the compressed protocol, which was not offered";
+        return Err(client_err(ErrorKind::ClientMalformed, why.into()));
+    }
 
     // towards the server: TLS of our own when configured
     let mut server_offset = 0u8;
