@@ -3,7 +3,9 @@
 //! sessions, yet new read-only sessions do not fail on it. The session that
 //! finds it dead connects to the next replica instead, and the ones after
 //! pass it over for `avoid::AVOID_FOR` (5 s) without trying it. Restarted,
-//! it gets new sessions again once that time has passed.
+//! it gets new sessions again once that time has passed. A replica that
+//! accepts connections but never greets (a hung host) costs one session
+//! `timeouts.connect-ms`, then none.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -13,6 +15,7 @@ use mysql_async::Conn;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::carbide::CarbideConfig;
+use support::faultproxy::{FaultProxy, Mode};
 
 fn connect_errors(metrics: &str) -> u64 {
     metrics
@@ -121,4 +124,45 @@ async fn read_write_sessions_still_get_2003_when_the_primary_is_dead() {
         }
     }
     assert_eq!(connect_errors(&carbide.metrics()), 2);
+}
+
+#[tokio::test]
+async fn a_hung_replica_costs_one_session_the_connect_timeout() {
+    let dbs = support::Cluster::new(3).start().await;
+    let hung = FaultProxy::start(dbs[1].port);
+    let carbide = CarbideConfig::new(&dbs[0])
+        .replica_port(hung.port)
+        .replica(&dbs[2])
+        .set("timeouts", "connect-ms = 500")
+        .start()
+        .await;
+    // (after start: its readiness probes are sessions too)
+    hung.set(Mode::Blackhole);
+    let mut sessions = Vec::new();
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let started = Instant::now();
+        let mut c = match Conn::new(carbide.ro_opts()).await {
+            Ok(c) => c,
+            Err(e) => panic!("read-only session {i} failed: {e}\n{}", carbide.log_text()),
+        };
+        took.push(started.elapsed());
+        let p: u16 = c.query_first("SELECT @@port").await.unwrap().unwrap();
+        assert_eq!(p, dbs[2].port, "session {i}");
+        sessions.push(c);
+    }
+    eprintln!("connect times: {took:?}");
+    // the first waited out connect-ms on the hung one, the others did not try it
+    assert!(took[0] >= Duration::from_millis(500), "{took:?}");
+    assert!(
+        took[1..].iter().all(|t| *t < Duration::from_millis(450)),
+        "{took:?}"
+    );
+    assert_eq!(connect_errors(&carbide.metrics()), 1);
+    assert!(carbide
+        .log_text()
+        .contains("sent no greeting within 500 ms"));
+    for c in sessions {
+        let _ = c.disconnect().await;
+    }
 }

@@ -51,8 +51,9 @@ pub(crate) async fn connect(
     let mut failures: Vec<String> = Vec::new();
     while let Some((ds, slot)) = next.take() {
         let started = Instant::now();
-        let until = deadline.min(started + shared.settings.connect_timeout);
-        match attempt(&ds, until).await {
+        let budget =
+            (shared.settings.connect_timeout).min(deadline.saturating_duration_since(started));
+        match attempt(&ds, started + budget, budget.as_millis()).await {
             Ok((stream, reader, greeting)) => {
                 shared
                     .metrics
@@ -87,12 +88,13 @@ pub(crate) async fn connect(
     ))
 }
 
-/// One datasource: TCP connect and its greeting, both by `until`.
+/// One datasource: TCP connect and its greeting, both by `until` (`ms`
+/// after the start, for the message).
 async fn attempt(
     ds: &Datasource,
     until: Instant,
+    ms: u128,
 ) -> Result<(TcpStream, PacketReader, (u8, Vec<u8>)), String> {
-    let ms = until.saturating_duration_since(Instant::now()).as_millis();
     let connecting = TcpStream::connect((ds.addr.host.as_str(), ds.addr.port));
     let mut stream = match timeout_at(until, connecting).await {
         Ok(Ok(s)) => s,
