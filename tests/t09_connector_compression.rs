@@ -1,12 +1,14 @@
-//! Clients that ask for the compressed protocol. carbide does not offer it
-//! in the greeting. A client that follows the greeting (the `mariadb` CLI
-//! with `--compress`) talks uncompressed and works. A client that asks for
-//! compression all the same (mysql-connector-python 9.1 with `use_pure=True,
-//! compress=True`, which then switches to compressed framing after
-//! authentication) used to stall; now it gets error 1043 at once, before
-//! authentication. The Python part runs when `python3 -c "import
-//! mysql.connector"` works (`pip install mysql-connector-python==9.1.0`) and
-//! says so on stderr when it does not.
+//! Clients that ask for the compressed protocol (zlib). The read-write
+//! port offers it when the server does and relays it: the `mariadb` CLI
+//! with `--compress` and mysql-connector-python 9.1 with `compress=True`
+//! (pure Python and C extension) run queries, big results and transactions
+//! compressed (the server's `Compression` status says ON). The read-only
+//! port does not offer it: the CLI talks uncompressed there, and a client
+//! that asks all the same (pure mysql-connector-python switches to
+//! compressed framing after authentication whatever the greeting offered;
+//! it used to stall) gets error 1043 at once, before authentication. The
+//! Python part runs when `python3 -c "import mysql.connector"` works (`pip
+//! install mysql-connector-python==9.1.0`) and says so on stderr when not.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -41,11 +43,18 @@ fn greeting_caps(g: &[u8]) -> u32 {
 }
 
 #[test]
-fn a_raw_client_asking_for_compression_gets_1043() {
+fn a_raw_client_asking_for_compression_on_the_read_only_port_gets_1043() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(support::MariaDb::start());
     let carbide = rt.block_on(CarbideConfig::new(&db).start());
-    let mut s = TcpStream::connect(("127.0.0.1", carbide.cfg.rw)).unwrap();
+    let mut rw = TcpStream::connect(("127.0.0.1", carbide.cfg.rw)).unwrap();
+    let (_, g) = read_packet(&mut rw);
+    assert_ne!(
+        greeting_caps(&g) & COMPRESS,
+        0,
+        "offered on the read-write port"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", carbide.cfg.ro)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (seq, g) = read_packet(&mut s);
     assert_eq!((seq, g[0]), (0, 10));
@@ -76,7 +85,7 @@ fn a_raw_client_asking_for_compression_gets_1043() {
     let msg = String::from_utf8_lossy(&err[3..]).to_string();
     assert_eq!(
         msg,
-        "#08S01carbide does not support the compressed protocol; connect without compression"
+        "#08S01carbide's read-only port does not support the compressed protocol; connect without compression"
     );
     // and carbide closes the connection
     let mut rest = Vec::new();
@@ -85,37 +94,51 @@ fn a_raw_client_asking_for_compression_gets_1043() {
 }
 
 #[test]
-fn the_mariadb_cli_with_compress_talks_uncompressed() {
+fn the_mariadb_cli_compresses_on_the_read_write_port_only() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(support::MariaDb::start());
     let carbide = rt.block_on(CarbideConfig::new(&db).start());
-    let out = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--compress",
-            "-h127.0.0.1",
-            "-uroot",
-            "-N",
-            "-B",
-        ])
-        .arg(format!("-P{}", carbide.cfg.rw))
-        .args(["-e", "SELECT @@port"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let cli = |port: u16| {
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--compress",
+                "-h127.0.0.1",
+                "-uroot",
+                "-N",
+                "-B",
+            ])
+            .arg(format!("-P{port}"))
+            .args([
+                "-e",
+                "SELECT @@port; SHOW SESSION STATUS LIKE 'Compression'; \
+                 SELECT LENGTH(REPEAT('ab', 300000)) AS n, MD5(REPEAT('ab', 300000)) = MD5(x) \
+                 FROM (SELECT REPEAT('ab', 300000) AS x) t; BEGIN; SELECT 1; COMMIT",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let p = db.port;
+    assert_eq!(
+        cli(carbide.cfg.rw),
+        format!("{p}\nCompression\tON\n600000\t1\n1\n")
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        db.port.to_string()
+        cli(carbide.cfg.ro),
+        format!("{p}\nCompression\tOFF\n600000\t1\n1\n")
     );
 }
 
 /// Connects with mysql-connector-python (compress=True; pure Python when
-/// the second argument is `pure`, else its C extension) and prints
-/// `OK <port>` or `ERR <errno> <msg>`.
+/// the second argument is `pure`, else its C extension), runs a query, a
+/// big result and a transaction, and prints `OK <port> <Compression>
+/// <length>` or `ERR <errno> <msg>`.
 const PYTHON: &str = r#"
 import sys, mysql.connector
 try:
@@ -124,7 +147,16 @@ try:
                                 connection_timeout=30)
     cur = c.cursor()
     cur.execute("SELECT @@port")
-    print("OK", cur.fetchall()[0][0])
+    port = cur.fetchall()[0][0]
+    cur.execute("SHOW SESSION STATUS LIKE 'Compression'")
+    comp = cur.fetchall()[0][1]
+    cur.execute("SELECT REPEAT('ab', 300000)")
+    n = len(cur.fetchall()[0][0])
+    c.start_transaction()
+    cur.execute("SELECT 1")
+    cur.fetchall()
+    c.commit()
+    print("OK", port, comp, n)
 except mysql.connector.Error as e:
     print("ERR", e.errno, e.msg)
 "#;
@@ -159,7 +191,7 @@ fn python(port: u16, pure: bool) -> (String, Duration) {
 }
 
 #[test]
-fn mysql_connector_python_with_compress_gets_a_clear_error() {
+fn mysql_connector_python_with_compress() {
     let have = Command::new("python3")
         .args(["-c", "import mysql.connector"])
         .status()
@@ -173,22 +205,58 @@ fn mysql_connector_python_with_compress_gets_a_clear_error() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(support::MariaDb::start());
     let carbide = rt.block_on(CarbideConfig::new(&db).start());
-    // directly, the client and server agree on compression
-    let (direct, _) = python(db.port, true);
-    assert_eq!(direct, format!("OK {}", db.port));
-    // through carbide: an error at once instead of a stall
-    let (through, took) = python(carbide.cfg.rw, true);
-    eprintln!("through carbide in {took:?}: {through}");
+    let p = db.port;
+    let compressed = format!("OK {p} ON 600000");
+    for pure in [true, false] {
+        // directly, and through the read-write port: compressed
+        assert_eq!(python(p, pure).0, compressed, "direct, pure={pure}");
+        let (through, took) = python(carbide.cfg.rw, pure);
+        eprintln!("read-write port, pure={pure}, {took:?}: {through}");
+        assert_eq!(through, compressed, "pure={pure}");
+    }
+    // the read-only port: the C extension follows the greeting (uncompressed)
+    let (cext, _) = python(carbide.cfg.ro, false);
+    assert_eq!(cext, format!("OK {p} OFF 600000"));
+    // pure Python asks all the same: an error at once instead of a stall
+    let (through, took) = python(carbide.cfg.ro, true);
+    eprintln!("read-only port, pure, {took:?}: {through}");
     assert_eq!(
         through,
-        "ERR 1043 carbide does not support the compressed protocol; connect without compression"
+        "ERR 1043 carbide's read-only port does not support the compressed protocol; connect without compression"
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(carbide
         .log_text()
         .contains("the client asked for the compressed protocol"));
-    // its C extension (libmysqlclient) follows the greeting: uncompressed, and it works
-    let (cext, _) = python(carbide.cfg.rw, false);
-    eprintln!("C extension through carbide: {cext}");
-    assert_eq!(cext, format!("OK {}", db.port));
+}
+
+#[tokio::test]
+async fn a_compressed_session_learns_that_its_datasource_died() {
+    use mysql_async::prelude::*;
+    let mut db = support::MariaDb::start().await;
+    let carbide = CarbideConfig::new(&db).start().await;
+    let opts = mysql_async::OptsBuilder::from_opts(carbide.rw_opts())
+        .compression(mysql_async::Compression::fast());
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let status: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Compression'")
+        .await
+        .unwrap();
+    assert_eq!(status.unwrap().1, "ON");
+    let sleeping = tokio::spawn(async move { conn.query_drop("SELECT SLEEP(30)").await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    db.kill9().await;
+    // carbide's own ERR, in a compressed packet the client reads
+    match sleeping.await.unwrap() {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 2013);
+            assert!(
+                e.message
+                    .contains("carbide: lost connection to datasource db1"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected carbide's error 2013, got {other:?}"),
+    }
 }

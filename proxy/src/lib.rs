@@ -16,11 +16,13 @@
 
 pub mod admin;
 pub mod avoid;
+pub mod compress;
 mod connect;
 pub mod listener;
 pub mod metrics;
 pub mod packet;
 pub mod protocol;
+mod pump_wait;
 pub mod read_only;
 mod reader;
 pub mod routing;
