@@ -6,7 +6,8 @@
 //! session tries the next one when it cannot, and the router passes over one
 //! that just failed: [`avoid`]), relays the greeting and authentication byte for
 //! byte, then pumps packets both ways, following the conversation with a
-//! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts;
+//! [`tracker::Tracker`] over the [`packet::Framer`]'s message starts
+//! (inflated first by [`compress`] for a compressed session);
 //! sessions of the read-only listener are made read-only on the server by
 //! [`read_only`].
 //! Counters leave through [`metrics`], served with `/status` and the router

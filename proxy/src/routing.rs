@@ -9,7 +9,7 @@
 //! wait on [`Router::changes`] to learn that either moved. Sessions report
 //! failed and successful backend connects ([`Router::connect_failed`]), so
 //! that new read-only sessions pass over a datasource that just failed
-//! ([`avoid`](crate::avoid)).
+//! ([`avoid`]).
 
 use crate::avoid::{self, Avoid};
 use arc_swap::ArcSwap;

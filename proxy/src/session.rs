@@ -16,7 +16,7 @@
 //!    unchanged.
 //! 3. **Read-only**: on the read-only listener, carbide makes the session
 //!    read-only on the server before the client's first command, and again
-//!    after a reset ([`read_only`](crate::read_only)).
+//!    after a reset ([`read_only`]).
 //! 4. **Pump**: raw chunks are forwarded both ways unchanged; a
 //!    [`Framing`] per direction (inflating the compressed protocol, which
 //!    the read-write port relays when client and server agree on it)
