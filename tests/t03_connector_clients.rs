@@ -57,10 +57,11 @@ async fn mariadb_cli_queries_multi_statements_infile_compress_and_tls() {
     assert!(ok, "{err}");
     assert_eq!(out, "COUNT(*)\tMAX(v)\n1000\tv999\n");
 
-    // compressed protocol: the client asks, the connector answers uncompressed
-    let (ok, out, err) = cli(rw, &["--compress", "-e", "SELECT COUNT(*) FROM app.t"]);
+    // compressed protocol, relayed on the read-write port (LOCAL INFILE too)
+    let q = format!("{load}; SHOW SESSION STATUS LIKE 'Compression'");
+    let (ok, out, err) = cli(rw, &["--compress", "--local-infile=1", "-e", &q]);
     assert!(ok, "{err}");
-    assert_eq!(out, "COUNT(*)\n1000\n");
+    assert!(out.ends_with("Compression\tON\n"), "{out}");
 
     // TLS from the client, terminated by carbide and verified against its CA
     let ca = format!("--ssl-ca={}", certs.join("ca.pem").display());
@@ -75,6 +76,13 @@ async fn mariadb_cli_queries_multi_statements_infile_compress_and_tls() {
             .unwrap_or_default();
         assert!(ssl.contains("Cipher in use is"), "{out}");
     }
+    // TLS (to carbide) and compression together
+    let q = "SHOW SESSION STATUS LIKE 'Compression'; \\s";
+    let (ok, out, err) = cli(rw, &["--ssl", &ca, "--compress", "-N", "-e", q]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Compression\tON\n"), "{out}");
+    let tls = |l: &str| l.starts_with("SSL:") && l.contains("Cipher in use");
+    assert!(out.lines().any(tls), "{out}");
     // and without TLS, the same listener still works
     let (ok, out, _) = cli(rw, &["--skip-ssl", "-e", "\\s"]);
     assert!(ok);

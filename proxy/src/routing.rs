@@ -6,14 +6,19 @@
 //! the manager's committed cluster view later) and enters through
 //! [`Router::store`]. The router state (ONLINE / ONHOLD / OFFLINE) enters
 //! through [`Router::set_state`]. Sessions read both with cheap loads, and
-//! wait on [`Router::changes`] to learn that either moved.
+//! wait on [`Router::changes`] to learn that either moved. Sessions report
+//! failed and successful backend connects ([`Router::connect_failed`]), so
+//! that new read-only sessions pass over a datasource that just failed
+//! ([`avoid`]).
 
+use crate::avoid::{self, Avoid};
 use arc_swap::ArcSwap;
 use carbide_config::{DatasourceState, HostPort, RouterState};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// One datasource sessions can be sent to.
@@ -74,6 +79,7 @@ pub struct Router {
     changes: watch::Sender<u64>,
     sessions: Mutex<HashMap<String, Arc<Counts>>>,
     max_latency_ms: u64,
+    avoid: Avoid,
 }
 
 /// Sessions of one datasource: open now, and created since start.
@@ -105,6 +111,7 @@ impl Router {
             changes: watch::Sender::new(0),
             sessions: Mutex::new(HashMap::new()),
             max_latency_ms,
+            avoid: Avoid::default(),
         })
     }
 
@@ -179,28 +186,47 @@ impl Router {
 
     /// Chooses a datasource for a new session and counts the session on it.
     pub fn pick(&self, access: Access) -> Option<(Datasource, SessionSlot)> {
+        self.pick_next(access, &[])
+    }
+
+    /// Chooses the next datasource for a session that could not connect to
+    /// those named in `tried` ([`avoid::candidate`]: recently failed
+    /// datasources come last), and counts the session on it.
+    pub fn pick_next(&self, access: Access, tried: &[String]) -> Option<(Datasource, SessionSlot)> {
         let table = self.table.load();
-        let ds = match access {
-            Access::ReadWrite => table.primary.clone(),
-            Access::ReadOnly => {
-                let counts: Vec<usize> = table
-                    .replicas
-                    .iter()
-                    .map(|r| self.counter(&r.name).open.load(Ordering::Relaxed))
-                    .collect();
-                match choose_replica(&table.replicas, &counts, self.max_latency_ms) {
-                    Some(i) => Some(table.replicas[i].clone()),
-                    None => table.primary.clone(),
-                }
-            }
-        }?;
-        if ds.state != DatasourceState::Online {
-            return None;
-        }
+        let counts: Vec<usize> = match access {
+            Access::ReadWrite => Vec::new(),
+            Access::ReadOnly => table
+                .replicas
+                .iter()
+                .map(|r| self.counter(&r.name).open.load(Ordering::Relaxed))
+                .collect(),
+        };
+        let avoided = self.avoid.avoided(Instant::now());
+        let ds = avoid::candidate(
+            &table,
+            access,
+            &counts,
+            self.max_latency_ms,
+            tried,
+            &avoided,
+        )?
+        .clone();
         let count = self.counter(&ds.name);
         count.open.fetch_add(1, Ordering::Relaxed);
         count.created.fetch_add(1, Ordering::Relaxed);
         Some((ds, SessionSlot { count }))
+    }
+
+    /// A session could not connect to datasource `name`: new read-only
+    /// sessions pass it over for [`avoid::AVOID_FOR`].
+    pub fn connect_failed(&self, name: &str) {
+        self.avoid.failed(name, Instant::now());
+    }
+
+    /// A session connected to datasource `name`: it is no longer avoided.
+    pub fn connect_succeeded(&self, name: &str) {
+        self.avoid.succeeded(name);
     }
 
     /// Whether a session on `ds` through `access` may stay after a table
@@ -226,23 +252,6 @@ fn state_code(s: RouterState) -> u8 {
     }
 }
 
-/// Index of the ONLINE replica within `max_latency_ms` with the fewest
-/// sessions (`counts[i]` for `replicas[i]`); ties go to the first.
-pub fn choose_replica(
-    replicas: &[Datasource],
-    counts: &[usize],
-    max_latency_ms: u64,
-) -> Option<usize> {
-    replicas
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| {
-            r.state == DatasourceState::Online && r.applied_latency_ms <= max_latency_ms
-        })
-        .min_by_key(|(i, _)| counts.get(*i).copied().unwrap_or(0))
-        .map(|(i, _)| i)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,20 +263,6 @@ mod tests {
             state,
             applied_latency_ms: lat,
         }
-    }
-
-    #[test]
-    fn replicas_by_least_sessions_within_latency() {
-        let r = vec![
-            ds("a", DatasourceState::Online, 0),
-            ds("b", DatasourceState::Online, 10),
-            ds("c", DatasourceState::Shunned("MANUALLY-SHUNNED".into()), 0),
-            ds("d", DatasourceState::Online, 99_000),
-        ];
-        assert_eq!(choose_replica(&r, &[3, 1, 0, 0], 1000), Some(1));
-        assert_eq!(choose_replica(&r, &[0, 0, 0, 0], 1000), Some(0));
-        assert_eq!(choose_replica(&r, &[5, 5, 0, 0], 1000), Some(0));
-        assert_eq!(choose_replica(&r[2..], &[0, 0], 1000), None);
     }
 
     #[test]
@@ -292,6 +287,35 @@ mod tests {
         });
         assert!(router.pick(Access::ReadWrite).is_none());
         assert!(!router.still_valid(Access::ReadWrite, "p"));
+    }
+
+    #[test]
+    fn a_replica_that_failed_is_avoided_until_it_connects_again() {
+        let router = Router::new(1000);
+        router.store(RoutingTable {
+            epoch: 1,
+            primary: Some(ds("p", DatasourceState::Online, 0)),
+            replicas: vec![
+                ds("a", DatasourceState::Online, 0),
+                ds("b", DatasourceState::Online, 0),
+            ],
+        });
+        let (d, slot) = router.pick(Access::ReadOnly).unwrap();
+        assert_eq!(d.name, "a");
+        router.connect_failed("a");
+        drop(slot);
+        let tried = vec!["a".to_string()];
+        let (d, _b1) = router.pick_next(Access::ReadOnly, &tried).unwrap();
+        assert_eq!(d.name, "b");
+        // a has fewer sessions than b, but just failed
+        let (d, _b2) = router.pick(Access::ReadOnly).unwrap();
+        assert_eq!(d.name, "b");
+        router.connect_succeeded("a");
+        let (d, _a) = router.pick(Access::ReadOnly).unwrap();
+        assert_eq!(d.name, "a");
+        // read-write: the primary, even when it just failed
+        router.connect_failed("p");
+        assert_eq!(router.pick(Access::ReadWrite).unwrap().0.name, "p");
     }
 
     #[test]

@@ -4,17 +4,23 @@
 //!    error; ONHOLD: wait until ONLINE or `wait-if-unavailable`), then the
 //!    routing table picks a datasource (waiting the same way when none is
 //!    available).
-//! 2. **Handshake**: connect to the datasource, relay its greeting (with
-//!    compression, progress reports and metadata caching taken out of the
-//!    capabilities, and TLS offered when carbide has a certificate), accept
-//!    TLS when the client asks, then relay the authentication exchange
-//!    packet by packet (sequence ids shifted by one around carbide's own
-//!    TLS), so every auth plugin the server has works unchanged.
+//! 2. **Handshake**: connect to the datasource (`connect`: a read-only
+//!    session tries the next one when it cannot), relay its greeting (with
+//!    zstd, progress reports, metadata caching, and on the read-only port
+//!    zlib compression taken out of the capabilities, and TLS offered when
+//!    carbide has a certificate), accept TLS when the client asks, refuse a
+//!    client that asks for compression where it was not offered (error
+//!    1043, not a stalled session), then relay the
+//!    authentication exchange packet by packet (sequence ids shifted by one
+//!    around carbide's own TLS), so every auth plugin the server has works
+//!    unchanged.
 //! 3. **Read-only**: on the read-only listener, carbide makes the session
 //!    read-only on the server before the client's first command, and again
-//!    after a reset ([`read_only`](crate::read_only)).
+//!    after a reset ([`read_only`]).
 //! 4. **Pump**: raw chunks are forwarded both ways unchanged; a
-//!    [`Framer`] per direction reports message starts to the [`Tracker`],
+//!    [`Framing`] per direction (inflating the compressed protocol, which
+//!    the read-write port relays when client and server agree on it)
+//!    reports message starts to the [`Tracker`],
 //!    which says when the session is idle and whether a transaction is
 //!    open. When the router goes OFFLINE, the primary moves, or carbide
 //!    shuts down, the session closes at its next transaction boundary, or
@@ -23,9 +29,12 @@
 //! Errors carbide itself sends are MySQL ERR packets with a message that
 //! says what happened.
 
+use crate::compress::{CompressError, Framing};
+use crate::connect::{self, Backend};
 use crate::metrics::{ErrorKind, ListenerMetrics, Metrics};
-use crate::packet::{write_packet, Framer, HEADER_LEN};
+use crate::packet::{write_packet, HEADER_LEN};
 use crate::protocol::{self, cap, mariadb_cap, Greeting, SSL_REQUEST_LEN};
+use crate::pump_wait::{next_change, poll_control, sleep_until_opt};
 use crate::read_only::{self, ResetGuard};
 use crate::reader::{PacketReader, ReadErr};
 use crate::routing::{Access, Datasource, Router, SessionSlot};
@@ -117,7 +126,7 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
     let m = &shared.metrics;
     let lm = m.listener(access);
     let _ = client.set_nodelay(true);
-    let (ds, _slot) = match admit(access, shared).await {
+    let first = match admit(access, shared).await {
         Ok(v) => v,
         Err((kind, code, state, message)) => {
             debug!(%message, "session refused");
@@ -127,31 +136,26 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
             return;
         }
     };
-    tracing::Span::current().record("datasource", ds.name.as_str());
-    let started = Instant::now();
-    let backend = match timeout(
-        shared.settings.connect_timeout,
-        TcpStream::connect((ds.addr.host.as_str(), ds.addr.port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return backend_down(client, shared, access, &ds, &e.to_string()).await,
-        Err(_) => {
-            let why = format!(
-                "no answer within {} ms",
-                shared.settings.connect_timeout.as_millis()
-            );
-            return backend_down(client, shared, access, &ds, &why).await;
+    let deadline = Instant::now() + shared.settings.handshake_timeout;
+    let backend = match connect::connect(first, access, shared, deadline).await {
+        Ok(b) => b,
+        Err(msg) => {
+            lm.refused.inc();
+            refuse(client, code::CONNECT_FAILED, "HY000", &msg).await;
+            return;
         }
     };
-    let _ = backend.set_nodelay(true);
-    let hs = timeout(
-        shared.settings.handshake_timeout,
-        handshake(client, backend, &ds, shared, started),
-    )
-    .await;
-    let (mut client, mut server, tracker, leftover) = match hs {
+    let Backend {
+        ds,
+        slot: _slot,
+        stream,
+        reader,
+        greeting,
+    } = backend;
+    tracing::Span::current().record("datasource", ds.name.as_str());
+    let hs = handshake(client, (stream, reader, greeting), &ds, access, shared);
+    let hs = tokio::time::timeout_at(deadline, hs).await;
+    let (mut client, mut server, tracker, leftover, compressed) = match hs {
         Ok(Ok(v)) => v,
         Ok(Err(HandshakeEnd::Closed)) => return,
         Ok(Err(HandshakeEnd::Failed(kind, why))) => {
@@ -169,7 +173,7 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
     let end = pump(
         &mut client,
         &mut server,
-        tracker,
+        (tracker, compressed),
         leftover,
         access,
         &ds,
@@ -199,6 +203,13 @@ async fn run(client: TcpStream, access: Access, shared: &Shared) {
         End::OnholdTimeout => {
             m.error(ErrorKind::OnholdTimeout);
             info!("new transaction waited too long while the connector was on hold");
+        }
+        End::Malformed(side, e) => {
+            m.error(match side {
+                "client" => ErrorKind::ClientMalformed,
+                _ => ErrorKind::BackendMalformed,
+            });
+            warn!(error = %e, side, "compressed stream cannot be followed; session closed");
         }
         End::ReadOnly(why) => {
             m.error(ErrorKind::ReadOnlySetup);
@@ -256,23 +267,6 @@ async fn admit(access: Access, shared: &Shared) -> Result<(Datasource, SessionSl
     }
 }
 
-async fn backend_down(
-    client: TcpStream,
-    shared: &Shared,
-    access: Access,
-    ds: &Datasource,
-    why: &str,
-) {
-    shared.metrics.error(ErrorKind::BackendConnect);
-    shared.metrics.listener(access).refused.inc();
-    warn!(error = %why, addr = %ds.addr, "cannot connect to datasource");
-    let msg = format!(
-        "carbide: cannot connect to datasource {} ({}): {why}",
-        ds.name, ds.addr
-    );
-    refuse(client, code::CONNECT_FAILED, "HY000", &msg).await;
-}
-
 enum HandshakeEnd {
     /// Nothing more to do (refused, or auth rejected and relayed).
     Closed,
@@ -297,37 +291,23 @@ async fn send<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> std:
     s.write_all(&out).await
 }
 
+/// Both ends after authentication, the tracker, bytes read past it (client,
+/// server), and whether the session speaks the compressed protocol.
+type Ready = (Stream, Stream, Tracker, (Vec<u8>, Vec<u8>), bool);
+
 async fn handshake(
     client: TcpStream,
-    backend: TcpStream,
+    (server, mut sreader, (seq, mut greeting)): (TcpStream, PacketReader, (u8, Vec<u8>)),
     ds: &Datasource,
+    access: Access,
     shared: &Shared,
-    started: Instant,
-) -> Result<(Stream, Stream, Tracker, (Vec<u8>, Vec<u8>)), HandshakeEnd> {
+) -> Result<Ready, HandshakeEnd> {
     let mut client = Stream::Plain(client);
-    let mut server = Stream::Plain(backend);
+    let mut server = Stream::Plain(server);
     let mut creader = PacketReader::default();
-    let mut sreader = PacketReader::default();
     let client_err = |kind, why: String| HandshakeEnd::Failed(kind, why);
 
     // the greeting
-    let (seq, mut greeting) =
-        match timeout(shared.settings.connect_timeout, sreader.next(&mut server)).await {
-            Ok(Ok(v)) => v,
-            _ => {
-                let msg = format!(
-                    "carbide: datasource {} ({}) sent no greeting",
-                    ds.name, ds.addr
-                );
-                return Err(
-                    fail_before_greeting(&mut client, ErrorKind::BackendMalformed, msg).await,
-                );
-            }
-        };
-    shared
-        .metrics
-        .backend_connect_seconds
-        .observe(started.elapsed().as_secs_f64());
     if greeting.first() == Some(&0xff) {
         // the server refuses (too many connections, host blocked): relay it
         let _ = send(&mut client, seq, &greeting).await;
@@ -355,10 +335,17 @@ async fn handshake(
         );
         return Err(fail_before_greeting(&mut client, ErrorKind::BackendMalformed, msg).await);
     }
-    let (clear, set) = if shared.tls.is_some() {
-        (cap::COMPRESS | cap::ZSTD, cap::SSL)
+    // zlib compression on the read-write port when the server has it (the
+    // read-only port's own statement goes uncompressed); zstd never
+    let no_compress = if access == Access::ReadWrite && server_caps & cap::COMPRESS != 0 {
+        cap::ZSTD
     } else {
-        (cap::COMPRESS | cap::ZSTD | cap::SSL, 0)
+        cap::COMPRESS | cap::ZSTD
+    };
+    let (clear, set) = if shared.tls.is_some() {
+        (no_compress, cap::SSL)
+    } else {
+        (no_compress | cap::SSL, 0)
     };
     g.adjust(
         &mut greeting,
@@ -442,6 +429,19 @@ async fn handshake(
     }
     let caps = protocol::response_caps(&response).unwrap_or(0);
     let deprecate_eof = caps & cap::DEPRECATE_EOF != 0;
+    if caps & no_compress != 0 {
+        // not offered in the greeting; such a client (mysql-connector-python
+        // with compress=True) switches to compressed framing after the OK
+        // all the same, which neither carbide nor the server would expect
+        let msg = match access {
+            Access::ReadOnly => "carbide's read-only port does not support the compressed protocol; connect without compression",
+            Access::ReadWrite => "the datasource does not offer the compressed protocol; connect without compression",
+        };
+        let err = protocol::err_payload(code::HANDSHAKE_ERROR, "08S01", msg);
+        let _ = send(&mut client, cseq.wrapping_add(1), &err).await;
+        let why = "the client asked for the compressed protocol, which was not offered";
+        return Err(client_err(ErrorKind::ClientMalformed, why.into()));
+    }
 
     // towards the server: TLS of our own when configured
     let mut server_offset = 0u8;
@@ -452,7 +452,7 @@ async fn handshake(
             .unwrap_or_default();
         let _ = protocol::adjust_response(
             &mut ssl_request,
-            cap::COMPRESS | cap::ZSTD,
+            no_compress,
             mariadb_cap::PROGRESS | mariadb_cap::CACHE_METADATA,
         );
         let c = (protocol::response_caps(&ssl_request).unwrap_or(0) | cap::SSL).to_le_bytes();
@@ -498,7 +498,7 @@ async fn handshake(
     };
     if protocol::adjust_response(
         &mut response,
-        keep_ssl | cap::COMPRESS | cap::ZSTD,
+        keep_ssl | no_compress,
         mariadb_cap::PROGRESS | mariadb_cap::CACHE_METADATA,
     )
     .is_err()
@@ -552,17 +552,22 @@ async fn handshake(
         server,
         Tracker::new(deprecate_eof),
         (creader.buf, sreader.buf),
+        caps & cap::COMPRESS != 0,
     ))
 }
 
 enum End {
     ClientQuit,
-    ClientClosed { mid_command: bool },
+    ClientClosed {
+        mid_command: bool,
+    },
     ServerClosed,
     Boundary(&'static str),
     Forced(&'static str),
     OnholdTimeout,
     ReadOnly(String),
+    /// A compressed stream that does not inflate: which side, and why.
+    Malformed(&'static str, CompressError),
 }
 
 /// Why an open session must close, if it must.
@@ -584,7 +589,7 @@ fn must_close(shared: &Shared, access: Access, ds: &str) -> Option<&'static str>
 async fn pump(
     client: &mut Stream,
     server: &mut Stream,
-    mut tracker: Tracker,
+    (mut tracker, compressed): (Tracker, bool),
     leftover: (Vec<u8>, Vec<u8>),
     access: Access,
     ds: &Datasource,
@@ -592,8 +597,8 @@ async fn pump(
 ) -> End {
     let metrics: &Metrics = &shared.metrics;
     let lm = metrics.listener(access);
-    let mut cf = Framer::new();
-    let mut sf = Framer::new();
+    let mut cf = Framing::new(compressed);
+    let mut sf = Framing::new(compressed);
     let mut cbuf = vec![0u8; CLIENT_BUF];
     let mut sbuf = vec![0u8; SERVER_BUF];
     // one control future for the whole session: registered with the
@@ -624,13 +629,15 @@ async fn pump(
         }
     }
     if !sl.is_empty() {
-        sf.feed(&sl, |_| {});
+        if let Err(e) = sf.feed(&sl, |_| {}) {
+            return End::Malformed("datasource", e);
+        }
         if client.write_all(&sl).await.is_err() {
             return End::ClientClosed { mid_command: false };
         }
     }
     if !cl.is_empty() {
-        cf.feed(&cl, |m| {
+        let fed = cf.feed(&cl, |m| {
             if let Some(c) = tracker.client_message(m) {
                 lm.command(c);
             }
@@ -638,6 +645,9 @@ async fn pump(
                 pipelined.get_or_insert(p);
             }
         });
+        if let Err(e) = fed {
+            return End::Malformed("client", e);
+        }
         if let Some(p) = pipelined {
             read_only::tell(client, &p).await;
             return End::ReadOnly(p.to_string());
@@ -680,14 +690,14 @@ async fn pump(
                         }
                         if !tracker.idle() && server_msgs_in_command == 0 && sf.at_boundary() {
                             let msg = format!("carbide: lost connection to datasource {} ({}) during the query", ds.name, ds.addr);
-                            let _ = send(client, 1, &protocol::err_payload(code::LOST_CONNECTION, "HY000", &msg)).await;
+                            let _ = client.write_all(&cf.wrap(1, &protocol::err_payload(code::LOST_CONNECTION, "HY000", &msg), &[])).await;
                         }
                         return End::ServerClosed;
                     }
                     Ok(n) => n,
                 };
                 let chunk = &sbuf[..n];
-                sf.feed(chunk, |m| {
+                let fed = sf.feed(chunk, |m| {
                     server_msgs_in_command += 1;
                     if let Some(done) = tracker.server_message(m) {
                         if let Some(g) = guard.as_mut() {
@@ -701,6 +711,9 @@ async fn pump(
                         }
                     }
                 });
+                if let Err(e) = fed {
+                    return End::Malformed("datasource", e);
+                }
                 lm.bytes_out.inc_by(n as u64);
                 if client.write_all(chunk).await.is_err() {
                     return End::ClientClosed { mid_command: true };
@@ -730,17 +743,17 @@ async fn pump(
                             "carbide connector is on hold: waited {} ms for it to come back online",
                             shared.settings.wait_timeout.as_millis()
                         );
-                        let _ = send(client, 1, &protocol::err_payload(code::SERVER_SHUTDOWN, "08S01", &msg)).await;
+                        let _ = client.write_all(&cf.wrap(1, &protocol::err_payload(code::SERVER_SHUTDOWN, "08S01", &msg), &cbuf[..n])).await;
                         return End::OnholdTimeout;
                     }
                     if let Some(reason) = must_close(shared, access, &ds.name) {
                         let msg = format!("carbide: session closed before its next transaction: {reason}");
-                        let _ = send(client, 1, &protocol::err_payload(code::SERVER_SHUTDOWN, "08S01", &msg)).await;
+                        let _ = client.write_all(&cf.wrap(1, &protocol::err_payload(code::SERVER_SHUTDOWN, "08S01", &msg), &cbuf[..n])).await;
                         return End::Boundary(reason);
                     }
                 }
                 let chunk = &cbuf[..n];
-                cf.feed(chunk, |m| {
+                let fed = cf.feed(chunk, |m| {
                     if let Some(c) = tracker.client_message(m) {
                         lm.command(c);
                         if busy_since.is_none() {
@@ -751,6 +764,9 @@ async fn pump(
                         pipelined.get_or_insert(p);
                     }
                 });
+                if let Err(e) = fed {
+                    return End::Malformed("client", e);
+                }
                 if let Some(p) = pipelined {
                     read_only::tell(client, &p).await;
                     return End::ReadOnly(p.to_string());
@@ -768,47 +784,5 @@ async fn pump(
                 return End::Boundary(reason);
             }
         }
-    }
-}
-
-/// Polls the session's control future only when it has never been polled
-/// (so it registers with the watch) or the watch's version moved past what
-/// `probe` has seen (a lock-free load); otherwise the registered waiter
-/// wakes the task when a change comes.
-async fn poll_control<F: std::future::Future>(
-    mut control: std::pin::Pin<&mut F>,
-    armed: &mut bool,
-    probe: &watch::Receiver<u64>,
-) -> F::Output {
-    std::future::poll_fn(|cx| {
-        if *armed && matches!(probe.has_changed(), Ok(false)) {
-            return std::task::Poll::Pending;
-        }
-        let r = control.as_mut().poll(cx);
-        *armed = r.is_pending();
-        r
-    })
-    .await
-}
-
-/// Waits for the next change of the routing table, the router state or
-/// shutdown (all bump the router's change watch) and hands the receiver
-/// back; `false` (and no receiver) once the router is gone.
-async fn next_change(
-    changes: Option<watch::Receiver<u64>>,
-) -> (bool, Option<watch::Receiver<u64>>) {
-    let Some(mut rx) = changes else {
-        return std::future::pending().await;
-    };
-    match rx.changed().await {
-        Ok(()) => (true, Some(rx)),
-        Err(_) => (false, None),
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

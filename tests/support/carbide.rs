@@ -57,6 +57,13 @@ impl CarbideConfig {
         self
     }
 
+    /// Adds a replica member at a bare port (a fault proxy, or nothing).
+    pub fn replica_port(mut self, port: u16) -> Self {
+        let name = format!("db{}", self.members.len() + 1);
+        self.members.push((name, port, false));
+        self
+    }
+
     /// Makes member `name` the master and every other one a slave.
     pub fn promote(mut self, name: &str) -> Self {
         for m in &mut self.members {
