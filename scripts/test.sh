@@ -12,6 +12,12 @@ cd "$(dirname "$0")/.."
 
 ensure_packages "${CARBIDE_PACKAGES[@]}" sysbench:sysbench haproxy:haproxy
 
+# a client that speaks the compressed protocol its own way (t09)
+if ! python3 -c "import mysql.connector" 2>/dev/null; then
+  echo "== pip install mysql-connector-python==9.1.0 (for tests/t09_connector_compression.rs)"
+  python3 -m pip install -q mysql-connector-python==9.1.0 || echo "carbide: could not install mysql-connector-python; t09's Python checks will say they are skipped" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

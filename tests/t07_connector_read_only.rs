@@ -255,5 +255,11 @@ async fn a_write_pipelined_behind_a_reset_does_not_run() {
         "{msg}"
     );
     assert_eq!(state(&db).await, before, "the INSERT did not run");
+    // carbide logs the close after it sent the error: give it a moment
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !c.log_text().contains("read-only session closed") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(c.log_text().contains("read-only session closed"));
 }
