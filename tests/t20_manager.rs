@@ -165,8 +165,11 @@ async fn ls_routers_and_operator_errors() {
         assert!(metrics.contains(m), "metrics lack {m}:\n{metrics}");
     }
     // members and ping answer
-    let out = ds.cctrl_ok("members");
-    assert!(out.contains("3 of 3 in contact, quorum 2"), "{out}");
+    let mut out = String::new();
+    wait_for(10, "every manager reporting", || {
+        out = ds.cctrl_ok("members");
+        out.contains("3 of 3 in contact, quorum 2")
+    });
     let out = ds.cctrl_ok("ping");
     assert_eq!(out.matches(": ALIVE").count(), 6, "{out}");
     let out = ds.cctrl_ok("replicator db2 status");
@@ -463,8 +466,11 @@ async fn a_cut_off_process_goes_onhold_then_offline_and_comes_back() {
 async fn a_witness_keeps_the_majority_of_two_database_hosts() {
     let _serial = SERIAL.lock().await;
     let mut ds = Dataservice::builder(2).witness().start().await;
-    let out = ds.cctrl_ok("members");
-    assert!(out.contains("3 of 3 in contact, quorum 2"), "{out}");
+    let mut out = String::new();
+    wait_for(10, "every manager reporting", || {
+        out = ds.cctrl_ok("members");
+        out.contains("3 of 3 in contact, quorum 2")
+    });
     assert!(out.contains("w1/127.0.0.1:"), "{out}");
     let ls = ds.cctrl_ok("ls");
     assert!(

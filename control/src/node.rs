@@ -82,6 +82,8 @@ pub struct Node {
     names: BTreeMap<u64, String>,
     /// Prometheus gauges.
     pub metrics: ManagerMetrics,
+    /// Caught up with the coordinator since start (see `caught_up`).
+    ready: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -201,6 +203,7 @@ impl Node {
             managers,
             names,
             metrics,
+            ready: std::sync::atomic::AtomicBool::new(false),
         });
         let peers: Vec<(u64, String)> = node
             .managers
@@ -445,9 +448,21 @@ impl Node {
     /// Until then its stored state may be behind what was committed while it
     /// was down (a router set OFFLINE, a datasource shunned), so its
     /// connector holds new work rather than route by it.
+    /// Once true it stays true: afterwards a commit in flight (appended,
+    /// not yet applied) is normal, and losing the leader is the partition
+    /// watch's business.
     fn caught_up(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.ready.load(Ordering::Relaxed) {
+            return true;
+        }
         let m = self.raft.metrics().borrow().clone();
-        self.contact.heard() && m.last_applied.map(|l| l.index) >= m.last_log_index
+        let now = self.contact.heard() && m.last_applied.map(|l| l.index) >= m.last_log_index;
+        if now {
+            self.ready.store(true, Ordering::Relaxed);
+            info!(applied = ?m.last_applied.map(|l| l.index), "caught up with the coordinator: the connector follows the committed state");
+        }
+        now
     }
 
     async fn partition_loop(self: Arc<Self>) {

@@ -350,7 +350,7 @@ impl Dataservice {
     /// Waits until some manager answers `cctrl ls` with a coordinator.
     pub fn wait_coordinator(&self, secs: u64) -> String {
         self.wait_ls(secs, "a coordinator elected and the state seeded", |o| {
-            o.contains("COORDINATOR[db") && o.contains("(master:")
+            o.contains("COORDINATOR[") && !o.contains("COORDINATOR[NONE") && o.contains("(master:")
         })
     }
 
