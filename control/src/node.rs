@@ -66,7 +66,6 @@ pub type ConnectorFn = Box<dyn Fn() -> ConnectorStats + Send + Sync>;
 pub struct Node {
     /// Its member (or witness) name.
     pub name: String,
-    id: u64,
     config: Config,
     raft: Raft,
     client: Client,
@@ -185,7 +184,6 @@ impl Node {
             .map_err(|e| StartError::Start(format!("metrics: {e}")))?;
         let node = Arc::new(Node {
             name: name.to_string(),
-            id,
             settings: Settings {
                 service: config.service.name.clone(),
                 probe_ms: config.timeouts.probe_interval_ms,
@@ -696,10 +694,5 @@ impl Node {
             }
         }
         out
-    }
-
-    /// This manager's id (raft node id).
-    pub fn id(&self) -> u64 {
-        self.id
     }
 }

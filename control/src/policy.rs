@@ -74,12 +74,21 @@ pub enum Verdict {
 }
 
 impl Evidence {
-    fn fresh(&self, s: &Settings) -> impl Iterator<Item = (&String, &Report)> {
-        let limit = 3 * s.probe_ms;
+    /// The fresh reports (younger than 3 × probe-interval), by observer:
+    /// the only ones that count as evidence.
+    pub fn fresh(&self, probe_ms: u64) -> impl Iterator<Item = (&String, &Report)> {
+        let limit = 3 * probe_ms;
         self.reports
             .iter()
             .filter(move |(_, (age, _))| *age < limit)
             .map(|(n, (_, r))| (n, r))
+    }
+
+    /// `observer`'s report, when it is fresh.
+    pub fn fresh_report(&self, observer: &str, probe_ms: u64) -> Option<&Report> {
+        self.fresh(probe_ms)
+            .find(|(n, _)| n.as_str() == observer)
+            .map(|(_, r)| r)
     }
 
     fn silent_ms(&self, observer: &str) -> u64 {
@@ -104,7 +113,7 @@ fn seen<'a>(r: &'a Report, ds: &str) -> Option<&'a DbHealth> {
 
 /// Judges one datasource (see the module doc for the rules).
 pub fn judge(ds: &str, ev: &Evidence, leader: &str, s: &Settings) -> Verdict {
-    let fresh: Vec<(&String, &Report)> = ev.fresh(s).collect();
+    let fresh: Vec<(&String, &Report)> = ev.fresh(s.probe_ms).collect();
     if let Some((_, own)) = fresh.iter().find(|(n, _)| n.as_str() == ds) {
         return match seen(own, ds) {
             Some(DbHealth::Up { .. }) => Verdict::Healthy,

@@ -51,25 +51,17 @@ pub fn build(
     probe_ms: u64,
     at_ms: u64,
 ) -> ClusterView {
-    let fresh = |n: &str| {
-        ev.reports
-            .get(n)
-            .filter(|(age, _)| *age < 3 * probe_ms)
-            .map(|(_, r)| r)
-    };
     let connectors: BTreeMap<String, ConnectorStats> = ev
-        .reports
-        .iter()
-        .filter(|(_, (age, _))| *age < 3 * probe_ms)
-        .filter_map(|(n, (_, r))| r.connector.clone().map(|c| (n.clone(), c)))
+        .fresh(probe_ms)
+        .filter_map(|(n, r)| r.connector.clone().map(|c| (n.clone(), c)))
         .collect();
     let live = state
         .datasources
         .keys()
         .map(|name| {
-            let own = fresh(name);
+            let own = ev.fresh_report(name, probe_ms);
             let witness = own
-                .or_else(|| fresh(leader))
+                .or_else(|| ev.fresh_report(leader, probe_ms))
                 .and_then(|r| r.observations.get(name));
             let sum = |f: &dyn Fn(&ConnectorStats) -> Option<u64>| {
                 connectors.values().filter_map(f).sum::<u64>()
@@ -93,12 +85,7 @@ pub fn build(
         state: state.clone(),
         live,
         connectors,
-        managers_online: ev
-            .reports
-            .iter()
-            .filter(|(_, (age, _))| *age < 3 * probe_ms)
-            .map(|(n, _)| n.clone())
-            .collect(),
+        managers_online: ev.fresh(probe_ms).map(|(n, _)| n.clone()).collect(),
         at_ms,
     }
 }
